@@ -1,0 +1,25 @@
+# Two entry points: `make demo` (set up, then run the main job on the generated toy data) and
+# `make test` (set up, then run the test suite). Set-up happens on first use and is skipped in
+# seconds afterwards; see tools/setup_env.sh.
+VENV ?= .venv
+PYTHON := $(abspath $(VENV))/bin/python
+export PYTHON
+export MMCLIM_VENV := $(abspath $(VENV))
+
+DEMO_DIR ?= work_dirs/demo
+PYTEST_ARGS ?=
+
+.PHONY: setup test demo lint
+
+setup:
+	bash tools/setup_env.sh
+
+test: setup
+	$(PYTHON) -m pytest tests $(PYTEST_ARGS)
+
+demo: setup
+	bash tools/demo.sh $(DEMO_DIR)
+
+lint: setup
+	$(PYTHON) -m flake8 mmclim tools tests configs benchmarks
+	$(PYTHON) -m isort --check-only --diff mmclim tools tests configs
