@@ -1,0 +1,4 @@
+# Copyright (c) mmclim contributors. All rights reserved.
+from .toy_shapes import class_names, generate_shape_scenes
+
+__all__ = ['class_names', 'generate_shape_scenes']

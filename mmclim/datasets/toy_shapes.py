@@ -1,0 +1,141 @@
+# Copyright (c) mmclim contributors. All rights reserved.
+"""Procedurally generated toy data: coloured shapes on textured backgrounds.
+
+Nothing is downloaded. The same seed writes the same files, so runs on the toy data are
+reproducible. Scenes are written in COCO instances format (boxes for detection and region
+classification).
+"""
+import json
+import math
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+SHAPES: Tuple[str, ...] = ('circle', 'square', 'triangle', 'diamond')
+COLORS: Dict[str, Tuple[int, int, int]] = {
+    'red': (220, 40, 40),
+    'green': (40, 170, 60),
+    'blue': (40, 80, 220),
+    'yellow': (230, 210, 40),
+}
+# Object side length as a fraction of the scene's shorter side.
+MIN_OBJECT_FRACTION = 0.15
+MAX_OBJECT_FRACTION = 0.4
+# Filled fraction of the bounding box, for the COCO ``area`` field.
+AREA_FRACTION: Dict[str, float] = dict(circle=math.pi / 4, square=1.0, triangle=0.5, diamond=0.5)
+# Colour jitter added to each object so that colour is not one exact RGB value.
+COLOR_JITTER = 25
+
+
+def class_names() -> List[str]:
+    """All colour-shape classes, e.g. ``'red circle'``, colour-major."""
+    return [f'{color} {shape}' for color in COLORS for shape in SHAPES]
+
+
+def _polygon(shape: str, box: Sequence[float]) -> List[Tuple[float, float]]:
+    """Vertices of ``shape`` inscribed in ``box`` (x1, y1, x2, y2)."""
+    x1, y1, x2, y2 = box
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    if shape == 'square':
+        return [(x1, y1), (x2, y1), (x2, y2), (x1, y2)]
+    if shape == 'triangle':
+        return [(cx, y1), (x2, y2), (x1, y2)]
+    if shape == 'diamond':
+        return [(cx, y1), (x2, cy), (cx, y2), (x1, cy)]
+    raise ValueError(f'unknown polygon shape {shape!r}; expected one of {SHAPES}')
+
+
+def draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: Sequence[float],
+               color: Tuple[int, int, int]) -> None:
+    """Draw a filled ``shape`` that touches all four sides of ``box`` (x1, y1, x2, y2)."""
+    if shape == 'circle':
+        draw.ellipse(list(box), fill=color)
+    else:
+        draw.polygon(_polygon(shape, box), fill=color)
+
+
+def _background(rng: np.random.Generator, size: int) -> Image.Image:
+    """A low-contrast noisy gradient, so that background pixels are not constant."""
+    base = rng.integers(90, 170, size=3)
+    ramp = np.linspace(-20, 20, size)[None, :, None] * rng.choice([-1, 1], size=3)
+    noise = rng.normal(0, 8, size=(size, size, 3))
+    pixels = np.clip(base + ramp + noise, 0, 255).astype(np.uint8)
+    return Image.fromarray(pixels)
+
+
+def _jitter(rng: np.random.Generator, color: Tuple[int, int, int]) -> Tuple[int, int, int]:
+    jittered = np.clip(np.array(color) + rng.integers(-COLOR_JITTER, COLOR_JITTER + 1, 3), 0, 255)
+    return tuple(int(c) for c in jittered)
+
+
+def _place_boxes(rng: np.random.Generator, size: int, count: int,
+                 max_tries: int = 100) -> List[List[float]]:
+    """Up to ``count`` non-overlapping square boxes (x1, y1, x2, y2) inside a ``size`` canvas."""
+    boxes: List[List[float]] = []
+    for _ in range(max_tries):
+        if len(boxes) == count:
+            break
+        side = rng.uniform(MIN_OBJECT_FRACTION, MAX_OBJECT_FRACTION) * size
+        x1, y1 = rng.uniform(0, size - side, size=2)
+        box = [float(x1), float(y1), float(x1 + side), float(y1 + side)]
+        if all(box[2] <= b[0] or b[2] <= box[0] or box[3] <= b[1] or b[3] <= box[1]
+               for b in boxes):
+            boxes.append(box)
+    return boxes
+
+
+def generate_shape_scenes(out_dir: str,
+                          split: str,
+                          num_images: int,
+                          image_size: int = 128,
+                          max_objects: int = 4,
+                          seed: int = 0) -> Path:
+    """Write multi-object scenes and their COCO instances annotations.
+
+    Args:
+        out_dir (str): Output folder; images go to ``out_dir/<split>/``, annotations to
+            ``out_dir/annotations/instances_<split>.json``.
+        split (str): Split name, e.g. ``'train'``.
+        num_images (int): Number of scenes.
+        image_size (int): Side of each square scene in pixels. Defaults to 128.
+        max_objects (int): Objects per scene are drawn uniformly from 1..max_objects.
+            Defaults to 4.
+        seed (int): Random seed. Defaults to 0.
+
+    Returns:
+        Path: The annotation file written.
+    """
+    if num_images < 1 or max_objects < 1:
+        raise ValueError(f'num_images ({num_images}) and max_objects ({max_objects}) must be >= 1')
+    rng = np.random.default_rng(seed)
+    out = Path(out_dir)
+    (out / split).mkdir(parents=True, exist_ok=True)
+    (out / 'annotations').mkdir(parents=True, exist_ok=True)
+    names = class_names()
+    images, annotations = [], []
+    for image_id in range(1, num_images + 1):
+        img = _background(rng, image_size)
+        draw = ImageDraw.Draw(img)
+        file_name = f'{image_id:06d}.png'
+        for box in _place_boxes(rng, image_size, int(rng.integers(1, max_objects + 1))):
+            label = int(rng.integers(len(names)))
+            color_name, shape = names[label].split(' ')
+            draw_shape(draw, shape, box, _jitter(rng, COLORS[color_name]))
+            x1, y1, x2, y2 = box
+            annotations.append(
+                dict(
+                    id=len(annotations) + 1,
+                    image_id=image_id,
+                    category_id=label + 1,
+                    bbox=[x1, y1, x2 - x1, y2 - y1],
+                    area=(x2 - x1) * (y2 - y1) * AREA_FRACTION[shape],
+                    iscrowd=0))
+        img.save(out / split / file_name)
+        images.append(dict(id=image_id, file_name=file_name, width=image_size, height=image_size))
+    categories = [dict(id=i + 1, name=name) for i, name in enumerate(names)]
+    ann_file = out / 'annotations' / f'instances_{split}.json'
+    ann_file.write_text(json.dumps(dict(images=images, annotations=annotations,
+                                        categories=categories)))
+    return ann_file

@@ -1,0 +1,46 @@
+# Copyright (c) mmclim contributors. All rights reserved.
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mmclim.datasets import class_names, generate_shape_scenes
+
+
+def test_scenes_are_valid_coco_and_reproducible(tmp_path: Path) -> None:
+    ann_a = generate_shape_scenes(str(tmp_path / 'a'), 'train', 5, image_size=96, seed=3)
+    ann_b = generate_shape_scenes(str(tmp_path / 'b'), 'train', 5, image_size=96, seed=3)
+    coco = json.loads(ann_a.read_text())
+    assert coco == json.loads(ann_b.read_text())
+    assert [c['name'] for c in coco['categories']] == class_names()
+    assert len(coco['images']) == 5 and coco['annotations']
+    for ann in coco['annotations']:
+        x, y, w, h = ann['bbox']
+        assert 0 <= x and 0 <= y and x + w <= 96 and y + h <= 96 and w > 0 and h > 0
+        assert 0 < ann['area'] <= w * h
+    first = coco['images'][0]['file_name']
+    pixels_a = np.asarray(Image.open(tmp_path / 'a' / 'train' / first))
+    assert pixels_a.shape == (96, 96, 3)
+    np.testing.assert_array_equal(pixels_a, np.asarray(Image.open(tmp_path / 'b' / 'train' / first)))
+
+
+def test_object_pixels_have_the_class_colour(tmp_path: Path) -> None:
+    ann_file = generate_shape_scenes(str(tmp_path), 'val', 3, image_size=128, seed=0)
+    coco = json.loads(ann_file.read_text())
+    names = {c['id']: c['name'] for c in coco['categories']}
+    files = {img['id']: img['file_name'] for img in coco['images']}
+    targets = dict(red=(220, 40, 40), green=(40, 170, 60), blue=(40, 80, 220),
+                   yellow=(230, 210, 40))
+    for ann in coco['annotations']:
+        pixels = np.asarray(Image.open(tmp_path / 'val' / files[ann['image_id']])).astype(float)
+        x, y, w, h = ann['bbox']
+        centre = pixels[int(y + h * 0.6), int(x + w / 2)]  # inside every shape (triangle too)
+        color = names[ann['category_id']].split(' ')[0]
+        assert np.abs(centre - targets[color]).max() <= 25 + 1
+
+
+def test_invalid_sizes_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match='num_images'):
+        generate_shape_scenes(str(tmp_path), 'train', 0)
