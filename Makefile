@@ -9,17 +9,18 @@ export MMCLIM_VENV := $(abspath $(VENV))
 DEMO_DIR ?= work_dirs/demo
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo lint
+.PHONY: setup test demo format
 
 setup:
 	bash tools/setup_env.sh
 
 test: setup
+	$(PYTHON) -m flake8 mmclim tools tests configs
+	$(PYTHON) -m isort --check-only mmclim tools tests configs
 	$(PYTHON) -m pytest tests $(PYTEST_ARGS)
 
 demo: setup
 	bash tools/demo.sh $(DEMO_DIR)
 
-lint: setup
-	$(PYTHON) -m flake8 mmclim tools tests configs benchmarks
-	$(PYTHON) -m isort --check-only --diff mmclim tools tests configs
+format: setup
+	$(PYTHON) -m isort mmclim tools tests configs

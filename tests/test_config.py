@@ -2,10 +2,9 @@
 """A plugin config that inherits mmdet bases and imports mmclim loads and builds."""
 from pathlib import Path
 
+from mmdet.registry import MODELS
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
-
-from mmdet.registry import MODELS
 
 PLUGIN_CONFIG = """
 _base_ = ['mmdet::_base_/default_runtime.py', 'mmdet::_base_/models/retinanet_r50_fpn.py']

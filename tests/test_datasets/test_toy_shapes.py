@@ -23,7 +23,8 @@ def test_scenes_are_valid_coco_and_reproducible(tmp_path: Path) -> None:
     first = coco['images'][0]['file_name']
     pixels_a = np.asarray(Image.open(tmp_path / 'a' / 'train' / first))
     assert pixels_a.shape == (96, 96, 3)
-    np.testing.assert_array_equal(pixels_a, np.asarray(Image.open(tmp_path / 'b' / 'train' / first)))
+    pixels_b = np.asarray(Image.open(tmp_path / 'b' / 'train' / first))
+    np.testing.assert_array_equal(pixels_a, pixels_b)
 
 
 def test_object_pixels_have_the_class_colour(tmp_path: Path) -> None:

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from mmdet.registry import METRICS
+from mmdet.structures import DetDataSample
 from mmengine.registry import init_default_scope
 from mmengine.structures import InstanceData
 
 import mmclim  # noqa: F401  (applies the lvis fix on import)
-from mmdet.registry import METRICS
-from mmdet.structures import DetDataSample
 
 
 def _write_lvis_fixture(path: Path) -> None:

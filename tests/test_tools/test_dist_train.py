@@ -4,7 +4,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO_ROOT, TOY_CONFIG, run_tool
 
 MAX_ITERS = 2

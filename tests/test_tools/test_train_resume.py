@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import TOY_CONFIG, python_tool, run_tool
 
 N = 3  # iterations before the interruption; the full run is 2N
