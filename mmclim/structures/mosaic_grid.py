@@ -1,0 +1,105 @@
+# Copyright (c) mmclim contributors. All rights reserved.
+"""The one grid geometry of CLIM's mosaics.
+
+A canvas of ``(height, width)`` pixels is divided into ``rows x cols`` cells whose integer edges
+are ``round(i * size / n)``, so the cells tile the canvas exactly (no gap, no overlap) even when
+the size is not a multiple of the grid. Cells are numbered row-major. Both the pipeline transform
+(:class:`mmclim.datasets.transforms.MosaicPseudoRegion`) and the tensor batch path
+(:func:`mmclim.models.utils.batch_mosaic`) take their cells from here.
+"""
+from typing import Sequence, Tuple, Union
+
+import numpy as np
+
+Grid = Tuple[int, int]
+# The paper's best setting draws 2x2, 3x3 or 4x4 at random per mosaic (CLIM, Table 2b).
+DEFAULT_GRID_CHOICES: Tuple[Grid, ...] = ((2, 2), (3, 3), (4, 4))
+
+
+def to_grid(grid: Union[int, Sequence[int]], field: str = 'grid') -> Grid:
+    """Read a grid given as ``n`` (an ``n x n`` grid) or ``(rows, cols)``.
+
+    Args:
+        grid (int | Sequence[int]): The grid.
+        field (str): Name used in the error message. Defaults to ``'grid'``.
+
+    Returns:
+        tuple[int, int]: ``(rows, cols)``, both >= 1.
+    """
+    rows, cols = (grid, grid) if isinstance(grid, (int, np.integer)) else tuple(grid)
+    if not (isinstance(rows, (int, np.integer)) and isinstance(cols, (int, np.integer))
+            and rows >= 1 and cols >= 1):
+        raise ValueError(f'{field} must be a positive int n or a pair (rows, cols) of positive '
+                         f'ints, got {grid!r}')
+    return int(rows), int(cols)
+
+
+def to_grid_choices(grid_choices: Sequence[Union[int, Sequence[int]]],
+                    field: str = 'grid_choices') -> Tuple[Grid, ...]:
+    """Read a non-empty list of grids whose cell counts are distinct.
+
+    Distinct counts let a transform recover the grid from the number of images it was given.
+
+    Args:
+        grid_choices (Sequence[int | Sequence[int]]): Grids as accepted by :func:`to_grid`.
+        field (str): Name used in error messages. Defaults to ``'grid_choices'``.
+
+    Returns:
+        tuple[tuple[int, int], ...]: The grids as ``(rows, cols)``.
+    """
+    if isinstance(grid_choices, (int, np.integer)) or len(grid_choices) == 0:
+        raise ValueError(f'{field} must be a non-empty list of grids, got {grid_choices!r}')
+    grids = tuple(to_grid(grid, field) for grid in grid_choices)
+    counts = [rows * cols for rows, cols in grids]
+    if len(set(counts)) != len(counts):
+        raise ValueError(
+            f'{field} must have distinct cell counts, got {grids} with counts {counts}')
+    return grids
+
+
+def grid_edges(size: int, num: int) -> np.ndarray:
+    """Integer cell edges along one side.
+
+    Args:
+        size (int): Side of the canvas in pixels.
+        num (int): Number of cells along the side.
+
+    Returns:
+        np.ndarray: Shape (num + 1,), int64, from 0 to ``size``, strictly increasing.
+    """
+    if num < 1 or size < num:
+        raise ValueError(f'cannot divide a side of {size} pixels into {num} cells')
+    return np.round(np.arange(num + 1) * size / num).astype(np.int64)
+
+
+def grid_cells(grid: Grid, canvas_size: Tuple[int, int]) -> np.ndarray:
+    """Pixel boxes of the cells of a grid on a canvas, row-major.
+
+    Args:
+        grid (tuple[int, int]): ``(rows, cols)``.
+        canvas_size (tuple[int, int]): ``(height, width)`` of the canvas.
+
+    Returns:
+        np.ndarray: Shape (rows * cols, 4), int64, ``(x1, y1, x2, y2)`` with exclusive ``x2, y2``;
+        cell ``r * cols + c`` is row ``r``, column ``c``.
+    """
+    rows, cols = grid
+    height, width = canvas_size
+    ys, xs = grid_edges(height, rows), grid_edges(width, cols)
+    y1, x1 = np.meshgrid(ys[:-1], xs[:-1], indexing='ij')
+    y2, x2 = np.meshgrid(ys[1:], xs[1:], indexing='ij')
+    return np.stack([x1, y1, x2, y2], axis=-1).reshape(-1, 4)
+
+
+def normalize_boxes(boxes: np.ndarray, canvas_size: Tuple[int, int]) -> np.ndarray:
+    """Divide pixel boxes by the canvas size.
+
+    Args:
+        boxes (np.ndarray): Shape (N, 4), ``(x1, y1, x2, y2)`` in pixels.
+        canvas_size (tuple[int, int]): ``(height, width)``.
+
+    Returns:
+        np.ndarray: Shape (N, 4), float32, in [0, 1].
+    """
+    height, width = canvas_size
+    return (boxes / np.array([width, height, width, height])).astype(np.float32)
