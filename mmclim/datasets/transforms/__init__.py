@@ -1,0 +1,5 @@
+# Copyright (c) mmclim contributors. All rights reserved.
+from .cached_mosaic_pseudo_region import CachedMosaicPseudoRegion
+from .mosaic_pseudo_region import MosaicPseudoRegion
+
+__all__ = ['MosaicPseudoRegion', 'CachedMosaicPseudoRegion']

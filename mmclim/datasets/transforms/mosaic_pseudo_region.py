@@ -1,0 +1,262 @@
+# Copyright (c) mmclim contributors. All rights reserved.
+import math
+from typing import List, Optional, Sequence, Tuple, Union
+
+import cv2
+import numpy as np
+from mmcv.transforms import BaseTransform
+from mmcv.transforms.utils import cache_randomness
+from mmdet.registry import TRANSFORMS
+from mmdet.structures.bbox import HorizontalBoxes
+
+from mmclim.structures import DEFAULT_GRID_CHOICES, Grid, grid_cells, to_grid_choices
+
+# A source image whose shorter side would have to be enlarged more than this to fill a cell is
+# rejected: it carries too little content to be a meaningful pseudo region.
+DEFAULT_MAX_UPSCALE = 8.0
+
+
+@TRANSFORMS.register_module()
+class MosaicPseudoRegion(BaseTransform):
+    """Mosaic image-caption pairs into one canvas whose cells are pseudo regions (CLIM).
+
+    The canvas is divided into a ``rows x cols`` grid (one of ``grid_choices``, drawn at random per
+    mosaic). Each of the ``rows * cols`` source images is randomly cropped (area fraction in
+    ``crop_scale``, with the cell's aspect ratio) and resized to fill its cell, so a cell's box and
+    caption come for free. With ``keep_ratio=True`` the crop keeps the image's aspect ratio
+    instead and is centred in its cell on ``pad_val``; the pseudo box is still the whole cell.
+
+    It follows mmdet's mix-transform convention: inside ``MultiImageMixDataset``,
+    :meth:`get_indexes` draws the grid and the other ``rows * cols - 1`` images, which arrive in
+    ``results['mix_results']``; the grid is recovered from their number, so the cell counts of
+    ``grid_choices`` must be distinct. Cell ``i`` (row-major) holds image ``i``: the current image
+    first, then ``mix_results`` in order.
+
+    Required Keys:
+
+    - img (np.uint8, (H, W, 3))
+    - captions (list[str]): one is drawn at random when there are several
+    - img_id (optional): recorded in ``image_ids``
+    - img_path (optional): named in error messages
+    - mix_results (list[dict]): the other images, with the same keys
+
+    Modified Keys:
+
+    - img: the canvas, ``canvas_size``
+    - img_shape
+    - captions: one per pseudo box, in box order
+
+    Added Keys:
+
+    - gt_bboxes (HorizontalBoxes, (rows * cols, 4)): the cells, row-major
+    - gt_bboxes_labels (np.int64, (rows * cols,)): the cell index
+    - gt_ignore_flags (bool, (rows * cols,)): all False
+    - image_ids (list): ``img_id`` of each cell's source image (None when absent)
+    - mosaic_grid (tuple[int, int]): ``(rows, cols)``
+
+    Args:
+        grid_choices (Sequence[int | Sequence[int]]): Grids to draw from, ``n`` for ``n x n`` or
+            ``(rows, cols)``. Defaults to ``((2, 2), (3, 3), (4, 4))``, the paper's best setting
+            (Table 2b).
+        canvas_size (int | Sequence[int]): Canvas ``(height, width)``, or one int for a square.
+            Defaults to 1024, the paper's CLIP fine-tuning resolution (Table 3).
+        crop_scale (Sequence[float]): Range of the crop's area as a fraction of the largest crop
+            of the cell's aspect ratio that fits the image. ``(1.0, 1.0)`` disables cropping.
+            Defaults to ``(0.5, 1.0)``.
+        keep_ratio (bool): Keep the source aspect ratio and pad the cell. Defaults to False.
+        pad_val (int): Canvas value outside the resized images (``keep_ratio=True`` only).
+            Defaults to 114, as mmdet's Mosaic.
+        max_upscale (float): Largest allowed enlargement of a source image's shorter side to the
+            cell's longer side; a smaller image raises ``ValueError`` naming it. Defaults to 8.0.
+        interpolation (int): cv2 interpolation flag. Defaults to ``cv2.INTER_LINEAR``.
+    """
+
+    def __init__(self,
+                 grid_choices: Sequence[Union[int, Sequence[int]]] = DEFAULT_GRID_CHOICES,
+                 canvas_size: Union[int, Sequence[int]] = 1024,
+                 crop_scale: Sequence[float] = (0.5, 1.0),
+                 keep_ratio: bool = False,
+                 pad_val: int = 114,
+                 max_upscale: float = DEFAULT_MAX_UPSCALE,
+                 interpolation: int = cv2.INTER_LINEAR) -> None:
+        self.grid_choices = to_grid_choices(grid_choices)
+        self.canvas_size: Tuple[int, int] = ((canvas_size, canvas_size) if isinstance(
+            canvas_size, int) else tuple(canvas_size))
+        if len(self.canvas_size) != 2 or min(self.canvas_size) < max(
+                max(grid) for grid in self.grid_choices):
+            raise ValueError(f'canvas_size must be an int or (height, width) at least as large as '
+                             f'every grid in grid_choices, got {canvas_size!r}')
+        if not (len(crop_scale) == 2 and 0 < crop_scale[0] <= crop_scale[1] <= 1):
+            raise ValueError(f'crop_scale must be (min, max) with 0 < min <= max <= 1, got '
+                             f'{crop_scale!r}')
+        if max_upscale < 1:
+            raise ValueError(f'max_upscale must be >= 1, got {max_upscale}')
+        self.crop_scale = tuple(crop_scale)
+        self.keep_ratio = keep_ratio
+        self.pad_val = pad_val
+        self.max_upscale = max_upscale
+        self.interpolation = interpolation
+        self._grid_by_count = {rows * cols: (rows, cols) for rows, cols in self.grid_choices}
+        self.cells = {grid: grid_cells(grid, self.canvas_size) for grid in self.grid_choices}
+
+    @property
+    def min_images(self) -> int:
+        """Images needed by the smallest grid."""
+        return min(self._grid_by_count)
+
+    @cache_randomness
+    def get_indexes(self, dataset) -> List[int]:
+        """Draw a grid and the indexes of the other images that fill it.
+
+        Args:
+            dataset (Sized): The dataset wrapped by ``MultiImageMixDataset``.
+
+        Returns:
+            list[int]: ``rows * cols - 1`` distinct indexes. ``MultiImageMixDataset`` does not
+            tell which image is the current one, so it may be drawn again, with probability
+            about ``rows * cols / len(dataset)``; its caption then repeats, which
+            ``CLIMCaptionLoss`` handles with ``caption_ids``.
+        """
+        rows, cols = self.grid_choices[np.random.randint(len(self.grid_choices))]
+        if len(dataset) < rows * cols:
+            raise ValueError(
+                f'{type(self).__name__}: the dataset has {len(dataset)} images but a {rows}x{cols} '
+                f'grid needs {rows * cols}; remove that grid from grid_choices or add images')
+        return np.random.choice(len(dataset), rows * cols - 1, replace=False).tolist()
+
+    @cache_randomness
+    def _sample_draws(self, num_cells: int) -> np.ndarray:
+        """Uniform draws in [0, 1) for each cell: crop area, crop x, crop y, caption choice.
+
+        Returns:
+            np.ndarray: Shape (num_cells, 4).
+        """
+        return np.random.random_sample((num_cells, 4))
+
+    def _crop_box(self, img_hw: Tuple[int, int], cell_hw: Tuple[int, int],
+                  draws: np.ndarray) -> Tuple[int, int, int, int]:
+        """The crop ``(x1, y1, x2, y2)`` of an ``img_hw`` image for a ``cell_hw`` cell.
+
+        Args:
+            img_hw (tuple[int, int]): Source image ``(height, width)``.
+            cell_hw (tuple[int, int]): Cell ``(height, width)``.
+            draws (np.ndarray): Shape (>=3,): area, x and y draws in [0, 1).
+        """
+        img_h, img_w = img_hw
+        aspect = img_w / img_h if self.keep_ratio else cell_hw[1] / cell_hw[0]
+        # The largest crop of this aspect ratio inside the image, then shrunk by the scale.
+        full_w = min(img_w, img_h * aspect)
+        low, high = self.crop_scale
+        side = math.sqrt(low + draws[0] * (high - low))
+        crop_w = min(img_w, max(1, int(round(full_w * side))))
+        crop_h = min(img_h, max(1, int(round(full_w / aspect * side))))
+        x1 = int(draws[1] * (img_w - crop_w + 1))
+        y1 = int(draws[2] * (img_h - crop_h + 1))
+        return x1, y1, x1 + crop_w, y1 + crop_h
+
+    def _check_source(self, results: dict, cell_hw: Tuple[int, int]) -> None:
+        name = results.get('img_path', results.get('img_id', '<unnamed image>'))
+        img = results.get('img')
+        if img is None:
+            raise ValueError(f'{type(self).__name__}: no decoded image for {name}')
+        if img.ndim != 3 or img.shape[0] == 0 or img.shape[1] == 0:
+            raise ValueError(f'{type(self).__name__}: image {name} has shape {img.shape}; '
+                             f'expected (H, W, C) with H, W > 0')
+        captions = results.get('captions')
+        if (not captions or isinstance(captions, str)
+                or not all(isinstance(c, str) and c.strip() for c in captions)):
+            raise ValueError(f'{type(self).__name__}: image {name} needs a non-empty list of '
+                             f'non-empty caption strings in results["captions"], got {captions!r}')
+        if min(img.shape[:2]) * self.max_upscale < max(cell_hw):
+            raise ValueError(
+                f'{type(self).__name__}: image {name} ({img.shape[0]}x{img.shape[1]}) is too small '
+                f'for a {cell_hw[0]}x{cell_hw[1]} cell (max_upscale={self.max_upscale})')
+
+    def _fill_cell(self, canvas: np.ndarray, img: np.ndarray, cell: np.ndarray,
+                   draws: np.ndarray) -> None:
+        """Crop ``img`` and resize it into ``cell`` (x1, y1, x2, y2) of ``canvas``.
+
+        Args:
+            canvas (np.ndarray): Shape (H, W, C), written in place.
+            img (np.ndarray): Shape (h, w, C), the source image.
+            cell (np.ndarray): Shape (4,), the cell's pixel box.
+            draws (np.ndarray): Shape (4,), this cell's row of :meth:`_sample_draws`.
+        """
+        x1, y1, x2, y2 = (int(v) for v in cell)
+        cell_h, cell_w = y2 - y1, x2 - x1
+        cx1, cy1, cx2, cy2 = self._crop_box(img.shape[:2], (cell_h, cell_w), draws)
+        crop = img[cy1:cy2, cx1:cx2]
+        if self.keep_ratio:
+            scale = min(cell_h / crop.shape[0], cell_w / crop.shape[1])
+            out_h = max(1, min(cell_h, int(round(crop.shape[0] * scale))))
+            out_w = max(1, min(cell_w, int(round(crop.shape[1] * scale))))
+            y1 += (cell_h - out_h) // 2
+            x1 += (cell_w - out_w) // 2
+            cell_h, cell_w = out_h, out_w
+        canvas[y1:y1 + cell_h, x1:x1 + cell_w] = cv2.resize(
+            crop, (cell_w, cell_h), interpolation=self.interpolation).reshape(
+                cell_h, cell_w, -1)
+
+    def _mosaic(self, sources: Sequence[dict], grid: Optional[Grid] = None) -> dict:
+        """Tile ``sources`` (dicts with ``img`` and ``captions``) into one canvas.
+
+        Args:
+            sources (Sequence[dict]): ``rows * cols`` results.
+            grid (tuple[int, int], optional): ``(rows, cols)``; by default the grid of
+                ``grid_choices`` with ``len(sources)`` cells.
+
+        Returns:
+            dict: The keys this transform writes (see the class docstring).
+        """
+        if grid is None:
+            grid = self._grid_by_count.get(len(sources))
+            if grid is None:
+                raise ValueError(
+                    f'{type(self).__name__} got {len(sources)} images; the grids '
+                    f'{self.grid_choices} need one of {sorted(self._grid_by_count)} (inside '
+                    f'MultiImageMixDataset, get_indexes provides them)')
+        cells = self.cells[grid] if grid in self.cells else grid_cells(grid, self.canvas_size)
+        first = sources[0]['img']
+        shape = (*self.canvas_size, first.shape[2])
+        # Without keep_ratio the cells tile the canvas and every pixel is written.
+        canvas = (np.full(shape, self.pad_val, dtype=first.dtype)
+                  if self.keep_ratio else np.empty(shape, dtype=first.dtype))
+        captions, image_ids = [], []
+        for source, cell in zip(sources, cells):
+            self._check_source(source, (int(cell[3] - cell[1]), int(cell[2] - cell[0])))
+        for source, cell, draws in zip(sources, cells, self._sample_draws(len(cells))):
+            self._fill_cell(canvas, source['img'], cell, draws)
+            captions.append(source['captions'][int(draws[3] * len(source['captions']))])
+            image_ids.append(source.get('img_id'))
+        num_cells = len(cells)
+        return dict(
+            img=canvas,
+            img_shape=self.canvas_size,
+            gt_bboxes=HorizontalBoxes(cells.astype(np.float32)),
+            gt_bboxes_labels=np.arange(num_cells, dtype=np.int64),
+            gt_ignore_flags=np.zeros(num_cells, dtype=bool),
+            captions=captions,
+            image_ids=image_ids,
+            mosaic_grid=grid)
+
+    def transform(self, results: dict) -> dict:
+        """Mosaic ``results`` and ``results['mix_results']``.
+
+        Args:
+            results (dict): Result dict with the keys of the class docstring.
+
+        Returns:
+            dict: ``results`` with the mosaic written in and ``mix_results`` removed.
+        """
+        mix_results: Optional[List[dict]] = results.pop('mix_results', None)
+        if mix_results is None:
+            raise KeyError(f'{type(self).__name__} needs results["mix_results"]; wrap the dataset '
+                           f'in MultiImageMixDataset, or use CachedMosaicPseudoRegion')
+        results.update(self._mosaic([results, *mix_results]))
+        return results
+
+    def __repr__(self) -> str:
+        return (f'{type(self).__name__}(grid_choices={self.grid_choices}, '
+                f'canvas_size={self.canvas_size}, crop_scale={self.crop_scale}, '
+                f'keep_ratio={self.keep_ratio}, pad_val={self.pad_val}, '
+                f'max_upscale={self.max_upscale}, interpolation={self.interpolation})')
