@@ -4,10 +4,12 @@
 Importing the package registers every mmclim component into ``mmdet.registry`` and applies the
 compatibility fixes that mmengine 0.10.7 and lvis 0.5.3 need under torch>=2.6 and numpy>=2.
 """
-from . import datasets, engine, evaluation
+from . import datasets, engine, evaluation, models, structures
 from .version import __version__, version_info
 
 engine.allow_mmengine_checkpoint_types()
 evaluation.patch_lvis_numpy_aliases()
 
-__all__ = ['__version__', 'version_info', 'datasets', 'engine', 'evaluation']
+__all__ = [
+    '__version__', 'version_info', 'datasets', 'engine', 'evaluation', 'models', 'structures'
+]

@@ -6,7 +6,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import TOY_CONFIG, python_tool, run_tool
 
 

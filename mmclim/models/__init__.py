@@ -1,0 +1,4 @@
+# Copyright (c) mmclim contributors. All rights reserved.
+from . import backbones, losses, utils
+
+__all__ = ['backbones', 'losses', 'utils']
