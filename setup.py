@@ -23,6 +23,8 @@ def parse_requirements(name: str) -> List[str]:
 setup(
     version=get_version(),
     packages=find_packages(exclude=('configs', 'tools', 'tests', 'benchmarks')),
+    # open_clip model configs (tiny models for tests and the toy runs)
+    package_data={'mmclim.models.backbones': ['model_configs/*.json']},
     install_requires=parse_requirements('runtime') + parse_requirements('mminstall'),
     extras_require={
         'tests': parse_requirements('tests'),

@@ -4,7 +4,8 @@ import subprocess
 import sys
 
 EXPECTED = {
-    'MODELS': ['CLIMCaptionLoss'],
+    'MODELS': ['CLIMCaptionLoss', 'OpenCLIPRegion'],
+    'DATASETS': ['CocoCaptionPairDataset', 'CC3MCaptionDataset'],
     'TRANSFORMS': ['MosaicPseudoRegion', 'CachedMosaicPseudoRegion'],
 }
 

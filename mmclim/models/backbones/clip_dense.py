@@ -1,0 +1,231 @@
+# Copyright (c) mmclim contributors. All rights reserved.
+"""Dense (per-location) and per-box features of open_clip image towers.
+
+Pure functions on the public submodules of open_clip's ``VisionTransformer`` and
+``ModifiedResNet``. The dense maps follow MaskCLIP (Zhou, Loy and Dai 2022), as CLIM does
+("Enhancing CLIP Model's Region Representation"): the last attention layer is reduced to its
+value path, so that every location is projected into the text-embedding space the way the
+attention output is for the global embedding.
+"""
+import math
+from typing import List, Tuple
+
+import torch
+import torch.nn.functional as F
+from open_clip.modified_resnet import ModifiedResNet
+from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
+from torch import Tensor
+
+# ModifiedResNet halves the resolution in the stem conv, in the stem average pool and in each of
+# layer2, layer3 and layer4: 2 ** 5.
+RESNET_STRIDE = 32
+# The ViT class token precedes the patch tokens; the attention pool's mean token likewise.
+NUM_PREFIX_TOKENS = 1
+# As open_clip resizes positional embeddings when loading weights into another image size.
+POS_EMBED_INTERPOLATION = 'bicubic'
+POS_EMBED_ANTIALIAS = True
+
+
+def _check_divisible(images: Tensor, stride: int) -> Tuple[int, int]:
+    """Feature-map size of ``images`` at ``stride``; raise if the image size is not a multiple."""
+    height, width = images.shape[-2:]
+    if height % stride or width % stride:
+        raise ValueError(f'images: expected height and width divisible by the tower stride '
+                         f'{stride}, got {height}x{width}')
+    return height // stride, width // stride
+
+
+def interpolate_pos_embed(pos_embed: Tensor, src_grid: Tuple[int, int],
+                          dst_grid: Tuple[int, int]) -> Tensor:
+    """Resize a positional embedding with one prefix token to another grid, bicubically.
+
+    The interpolation is open_clip's (``open_clip.model.resize_pos_embed``: bicubic, antialiased,
+    corners not aligned), so a ViT run at another size matches open_clip's own resized model.
+
+    Args:
+        pos_embed (Tensor): The embedding of the prefix token followed by the grid, row-major,
+            of shape (1 + src_h * src_w, C).
+        src_grid (Tuple[int, int]): (src_h, src_w), the grid ``pos_embed`` was trained on.
+        dst_grid (Tuple[int, int]): (dst_h, dst_w), the grid to resize to.
+
+    Returns:
+        Tensor: Shape (1 + dst_h * dst_w, C); ``pos_embed`` itself when the grids are equal.
+    """
+    if tuple(src_grid) == tuple(dst_grid):
+        return pos_embed
+    prefix, grid = pos_embed[:NUM_PREFIX_TOKENS], pos_embed[NUM_PREFIX_TOKENS:]
+    channels = grid.shape[-1]
+    grid = grid.reshape(1, *src_grid, channels).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, size=tuple(dst_grid), mode=POS_EMBED_INTERPOLATION,
+                         antialias=POS_EMBED_ANTIALIAS, align_corners=False)
+    grid = grid.permute(0, 2, 3, 1).reshape(-1, channels)
+    return torch.cat([prefix, grid], dim=0)
+
+
+def vit_tokens_before_last_block(visual: VisionTransformer, images: Tensor) -> Tensor:
+    """Tokens entering the last transformer block of a ViT, at any input size.
+
+    Patch embedding, class token, positional embedding (interpolated from the trained grid to the
+    input's grid), ``ln_pre`` and every block but the last. Patch dropout is not applied: dense
+    features need every patch. Gradient checkpointing set with
+    ``visual.set_grad_checkpointing()`` is honoured.
+
+    Args:
+        visual (VisionTransformer): An open_clip ViT image tower.
+        images (Tensor): Normalised images of shape (B, 3, H, W), H and W multiples of the patch
+            size p.
+
+    Returns:
+        Tensor: Class token then patch tokens (row-major), shape (B, 1 + H/p * W/p, width).
+    """
+    grid = _check_divisible(images, visual.patch_size[0])
+    x = visual.conv1(images).flatten(2).transpose(1, 2)
+    class_token = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+    x = torch.cat([class_token, x], dim=1)
+    x = x + interpolate_pos_embed(visual.positional_embedding, visual.grid_size, grid).to(x.dtype)
+    x = visual.ln_pre(x)
+    num_blocks = len(visual.transformer.resblocks)
+    if num_blocks > 1:
+        x, _ = visual.transformer.forward_intermediates(x, indices=[num_blocks - 2],
+                                                        stop_early=True)
+    return x
+
+
+def vit_value_path(block: ResidualAttentionBlock, tokens: Tensor) -> Tensor:
+    """The attention branch of a block with attention reduced to its value path (MaskCLIP).
+
+    ``ls_1(out_proj(v(ln_1(x))))`` per token: no query or key, no residual, no MLP. ``v`` is the
+    value slice of ``attn.in_proj_weight`` and ``attn.in_proj_bias``.
+
+    Args:
+        block (ResidualAttentionBlock): An open_clip block built on ``nn.MultiheadAttention``.
+        tokens (Tensor): Shape (B, N, width).
+
+    Returns:
+        Tensor: Shape (B, N, width).
+    """
+    attn = block.attn
+    value_weight = attn.in_proj_weight.chunk(3, dim=0)[-1]
+    value_bias = None if attn.in_proj_bias is None else attn.in_proj_bias.chunk(3, dim=0)[-1]
+    values = F.linear(block.ln_1(tokens), value_weight, value_bias)
+    return block.ls_1(attn.out_proj(values))
+
+
+def vit_dense_features(visual: VisionTransformer, images: Tensor) -> Tensor:
+    """MaskCLIP dense features of a ViT in the embedding space shared with the text tower.
+
+    Args:
+        visual (VisionTransformer): An open_clip ViT image tower whose last block is a
+            ``ResidualAttentionBlock`` and which has ``ln_post`` and ``proj``.
+        images (Tensor): Normalised images of shape (B, 3, H, W), H and W multiples of the patch
+            size p.
+
+    Returns:
+        Tensor: Shape (B, D, H/p, W/p), D the output embedding size.
+    """
+    height, width = _check_divisible(images, visual.patch_size[0])
+    tokens = vit_tokens_before_last_block(visual, images)
+    patches = vit_value_path(visual.transformer.resblocks[-1], tokens[:, NUM_PREFIX_TOKENS:])
+    features = visual.ln_post(patches) @ visual.proj
+    features = features.transpose(1, 2).reshape(images.shape[0], -1, height, width)
+    return features.contiguous()
+
+
+def boxes_to_patch_mask(boxes: Tensor, grid: Tuple[int, int], patch_size: int) -> Tensor:
+    """Which patches of a grid each box covers.
+
+    A patch is inside a box when its cell overlaps the box, the cells spanning
+    ``floor(x1 / p)`` to ``ceil(x2 / p)`` (and likewise in y). At least one cell is admitted per
+    axis, so a box smaller than a patch or outside the image still selects the nearest cell.
+
+    Args:
+        boxes (Tensor): Boxes (x1, y1, x2, y2) in input-image pixels, shape (K, 4).
+        grid (Tuple[int, int]): The patch grid (h, w).
+        patch_size (int): The patch size p in pixels.
+
+    Returns:
+        Tensor: Boolean mask of shape (K, h * w), row-major like the patch tokens.
+    """
+    def axis_mask(low: Tensor, high: Tensor, size: int) -> Tensor:
+        first = torch.floor(low / patch_size).clamp(0, size - 1)
+        stop = torch.maximum(torch.ceil(high / patch_size).clamp(max=size), first + 1)
+        cells = torch.arange(size, device=boxes.device, dtype=boxes.dtype)
+        return (cells >= first[:, None]) & (cells < stop[:, None])
+
+    rows = axis_mask(boxes[:, 1], boxes[:, 3], grid[0])
+    cols = axis_mask(boxes[:, 0], boxes[:, 2], grid[1])
+    return (rows[:, :, None] & cols[:, None, :]).flatten(1)
+
+
+def vit_box_attention_pool(visual: VisionTransformer, tokens: Tensor, boxes: List[Tensor],
+                           grid: Tuple[int, int]) -> Tensor:
+    """Pool each box with the last block's class-token query restricted to the box's patches.
+
+    For box k of image b, the class token of image b is the query of the last block's attention;
+    the keys and values are the class token itself and the patch tokens inside the box
+    (:func:`boxes_to_patch_mask`); every other patch is masked out. The rest of the block
+    (residual, MLP), ``ln_post`` and ``proj`` follow as for the global embedding, so a box that
+    admits every patch reproduces the ViT's global (class-token) embedding.
+
+    Args:
+        visual (VisionTransformer): An open_clip ViT image tower with class-token pooling.
+        tokens (Tensor): Output of :func:`vit_tokens_before_last_block`, shape
+            (B, 1 + h * w, width).
+        boxes (List[Tensor]): Per image, boxes (x1, y1, x2, y2) in input-image pixels of shape
+            (K_i, 4).
+        grid (Tuple[int, int]): The patch grid (h, w) of ``tokens``.
+
+    Returns:
+        Tensor: Region embeddings in image then box order, shape (sum K_i, D).
+    """
+    block = visual.transformer.resblocks[-1]
+    num_boxes = torch.tensor([len(b) for b in boxes], device=tokens.device)
+    max_boxes = int(num_boxes.max()) if len(boxes) else 0
+    if max_boxes == 0:
+        return tokens.new_zeros(0, visual.proj.shape[1])
+    batch_size, num_tokens, _ = tokens.shape
+    is_box = torch.arange(max_boxes, device=tokens.device) < num_boxes[:, None]
+    # Padding rows admit every token (no fully masked softmax row) and are dropped below.
+    admitted = tokens.new_ones(batch_size, max_boxes, num_tokens, dtype=torch.bool)
+    for image_id, image_boxes in enumerate(boxes):
+        patch_mask = boxes_to_patch_mask(image_boxes.to(tokens), grid,
+                                         visual.patch_size[0])
+        admitted[image_id, :len(image_boxes), NUM_PREFIX_TOKENS:] = patch_mask
+    attn_bias = tokens.new_zeros(admitted.shape).masked_fill(~admitted, float('-inf'))
+    attn_bias = attn_bias.repeat_interleave(block.attn.num_heads, dim=0)
+
+    class_token = tokens[:, :NUM_PREFIX_TOKENS]
+    keys = block.ln_1(tokens)
+    queries = block.ln_1(class_token).expand(-1, max_boxes, -1)
+    x = class_token + block.ls_1(block.attention(q_x=queries, k_x=keys, v_x=keys,
+                                                 attn_mask=attn_bias))
+    x = x + block.ls_2(block.mlp(block.ln_2(x)))
+    return visual.ln_post(x[is_box]) @ visual.proj
+
+
+def resnet_dense_features(visual: ModifiedResNet, images: Tensor) -> Tensor:
+    """MaskCLIP dense features of a ModifiedResNet (the RN50x64 family).
+
+    Stem and the four stages, then per location the attention pool's value and output
+    projections, ``c_proj(v_proj(x + pos))``, with the pool's positional embedding interpolated
+    from its trained grid to the feature-map size.
+
+    Args:
+        visual (ModifiedResNet): An open_clip ModifiedResNet image tower.
+        images (Tensor): Normalised images of shape (B, 3, H, W), H and W multiples of 32.
+
+    Returns:
+        Tensor: Shape (B, D, H/32, W/32), D the output embedding size.
+    """
+    height, width = _check_divisible(images, RESNET_STRIDE)
+    x = visual.stem(images)
+    for stage in (visual.layer1, visual.layer2, visual.layer3, visual.layer4):
+        x = stage(x)
+    pool = visual.attnpool
+    trained_side = math.isqrt(pool.positional_embedding.shape[0] - NUM_PREFIX_TOKENS)
+    pos_embed = interpolate_pos_embed(pool.positional_embedding, (trained_side, trained_side),
+                                      (height, width))[NUM_PREFIX_TOKENS:]
+    tokens = x.flatten(2).transpose(1, 2) + pos_embed.to(x.dtype)
+    features = pool.c_proj(pool.v_proj(tokens))
+    features = features.transpose(1, 2).reshape(images.shape[0], -1, height, width)
+    return features.contiguous()
