@@ -1,7 +1,12 @@
 # Copyright (c) mmclim contributors. All rights reserved.
-from .toy_shapes import class_names, generate_shape_scenes
+from .caption_dataset import CaptionDataset
+from .cc3m_caption import CC3MCaptionDataset
+from .coco_caption_pair import CocoCaptionPairDataset
+from .toy_shapes import class_names, generate_shape_captions, generate_shape_scenes
 from .transforms import CachedMosaicPseudoRegion, MosaicPseudoRegion
 
 __all__ = [
-    'class_names', 'generate_shape_scenes', 'MosaicPseudoRegion', 'CachedMosaicPseudoRegion'
+    'CaptionDataset', 'CC3MCaptionDataset', 'CocoCaptionPairDataset', 'class_names',
+    'generate_shape_captions', 'generate_shape_scenes', 'MosaicPseudoRegion',
+    'CachedMosaicPseudoRegion'
 ]

@@ -3,7 +3,8 @@
 
 Nothing is downloaded. The same seed writes the same files, so runs on the toy data are
 reproducible. Scenes are written in COCO instances format (boxes for detection and region
-classification).
+classification); single-object images with captions in COCO Captions format (image-text pairs
+for CLIP and CLIM training).
 """
 import json
 import math
@@ -25,6 +26,13 @@ MIN_OBJECT_FRACTION = 0.15
 MAX_OBJECT_FRACTION = 0.4
 # Filled fraction of the bounding box, for the COCO ``area`` field.
 AREA_FRACTION: Dict[str, float] = dict(circle=math.pi / 4, square=1.0, triangle=0.5, diamond=0.5)
+# Caption templates for the single-object images, filled with colour and shape.
+CAPTION_TEMPLATES: Tuple[str, ...] = (
+    'a photo of a {color} {shape}',
+    'a {color} {shape}',
+    'a {shape} painted {color}',
+    'a {color} {shape} on a grey background',
+)
 # Colour jitter added to each object so that colour is not one exact RGB value.
 COLOR_JITTER = 25
 
@@ -138,4 +146,49 @@ def generate_shape_scenes(out_dir: str,
     ann_file = out / 'annotations' / f'instances_{split}.json'
     ann_file.write_text(json.dumps(dict(images=images, annotations=annotations,
                                         categories=categories)))
+    return ann_file
+
+
+def generate_shape_captions(out_dir: str,
+                            split: str,
+                            num_images: int,
+                            image_size: int = 64,
+                            seed: int = 0) -> Path:
+    """Write single-object images with captions in COCO Captions format.
+
+    Each image holds one shape of a random class, of random size and position; it gets two
+    captions from :data:`CAPTION_TEMPLATES`.
+
+    Args:
+        out_dir (str): Output folder; images go to ``out_dir/<split>/``, annotations to
+            ``out_dir/annotations/captions_<split>.json``.
+        split (str): Split name, e.g. ``'caption_train'``.
+        num_images (int): Number of images.
+        image_size (int): Side of each square image in pixels. Defaults to 64.
+        seed (int): Random seed. Defaults to 0.
+
+    Returns:
+        Path: The annotation file written.
+    """
+    if num_images < 1:
+        raise ValueError(f'num_images must be >= 1, got {num_images}')
+    rng = np.random.default_rng(seed)
+    out = Path(out_dir)
+    (out / split).mkdir(parents=True, exist_ok=True)
+    (out / 'annotations').mkdir(parents=True, exist_ok=True)
+    names = class_names()
+    images, annotations = [], []
+    for image_id in range(1, num_images + 1):
+        img = _background(rng, image_size)
+        color_name, shape = names[int(rng.integers(len(names)))].split(' ')
+        box = _place_boxes(rng, image_size, 1)[0]
+        draw_shape(ImageDraw.Draw(img), shape, box, _jitter(rng, COLORS[color_name]))
+        file_name = f'{image_id:06d}.png'
+        img.save(out / split / file_name)
+        images.append(dict(id=image_id, file_name=file_name, width=image_size, height=image_size))
+        for template in rng.choice(CAPTION_TEMPLATES, size=2, replace=False):
+            annotations.append(dict(id=len(annotations) + 1, image_id=image_id,
+                                    caption=template.format(color=color_name, shape=shape)))
+    ann_file = out / 'annotations' / f'captions_{split}.json'
+    ann_file.write_text(json.dumps(dict(images=images, annotations=annotations)))
     return ann_file

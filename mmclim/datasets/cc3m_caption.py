@@ -1,0 +1,35 @@
+# Copyright (c) mmclim contributors. All rights reserved.
+from typing import List
+
+from mmdet.registry import DATASETS
+
+from .caption_dataset import CaptionDataset
+
+
+@DATASETS.register_module()
+class CC3MCaptionDataset(CaptionDataset):
+    """A CC3M-style caption json: ``{"images": [{"id", "file_name", "captions": [...]}]}``.
+
+    ``captions`` may also be a single string. See :class:`CaptionDataset` for the bad-entry
+    handling.
+
+    Example:
+        >>> dataset = CC3MCaptionDataset(
+        ...     data_root='data/cc3m/', ann_file='cc3m_train.json', data_prefix=dict(img='train/'))
+    """
+
+    def parse_entries(self, annotation: dict) -> List[dict]:
+        if 'images' not in annotation:
+            raise KeyError(f'{type(self).__name__}: {self.ann_file} has no "images" list; '
+                           f'expected {{"images": [{{"id", "file_name", "captions"}}]}}')
+        entries = []
+        for index, img in enumerate(annotation['images']):
+            missing = [k for k in ('id', 'file_name') if k not in img]
+            if missing:
+                raise KeyError(f'{type(self).__name__}: {self.ann_file} images[{index}] lacks '
+                               f'{missing}')
+            captions = img.get('captions', [])
+            entries.append(dict(img_id=img['id'], file_name=img['file_name'],
+                                captions=[captions] if isinstance(captions, str) else captions,
+                                **{k: img[k] for k in ('height', 'width') if k in img}))
+        return entries
