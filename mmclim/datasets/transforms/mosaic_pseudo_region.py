@@ -193,9 +193,11 @@ class MosaicPseudoRegion(BaseTransform):
             y1 += (cell_h - out_h) // 2
             x1 += (cell_w - out_w) // 2
             cell_h, cell_w = out_h, out_w
-        canvas[y1:y1 + cell_h, x1:x1 + cell_w] = cv2.resize(
-            crop, (cell_w, cell_h), interpolation=self.interpolation).reshape(
-                cell_h, cell_w, -1)
+        target = canvas[y1:y1 + cell_h, x1:x1 + cell_w]
+        if crop.shape[2] == 1:  # cv2 drops a single channel axis
+            target[..., 0] = cv2.resize(crop, (cell_w, cell_h), interpolation=self.interpolation)
+        else:  # resized straight into the canvas, no intermediate copy
+            cv2.resize(crop, (cell_w, cell_h), dst=target, interpolation=self.interpolation)
 
     def _mosaic(self, sources: Sequence[dict], grid: Optional[Grid] = None) -> dict:
         """Tile ``sources`` (dicts with ``img`` and ``captions``) into one canvas.
