@@ -1,4 +1,4 @@
 # Copyright (c) mmclim contributors. All rights reserved.
-from . import backbones, losses, utils
+from . import backbones, losses, pretrainers, utils
 
-__all__ = ['backbones', 'losses', 'utils']
+__all__ = ['backbones', 'losses', 'pretrainers', 'utils']

@@ -1,0 +1,59 @@
+# CLIM on the generated toy shapes (tools/misc/generate_toy_data.py), CPU-sized: the main job of
+# `make demo`. It continues the toy image-level CLIP baseline (clip-baseline_toy-vit_toy-shapes.py,
+# converted with tools/model_converters/clim_to_openclip.py) for the same number of steps as
+# clip-image_toy-vit_toy-shapes.py, the image-level continuation it is compared with.
+_base_ = './clim_vitb16_coco-caption.py'
+
+image_size = 64  # the generated caption images
+scene_size = 128  # the generated evaluation scenes
+data_root = 'data/toy_shapes/'
+model = dict(
+    clip=dict(
+        model_name='mmclim-toy-vit',  # 4 blocks, width 96, patch 8 (mmclim model_configs)
+        pretrained='work_dirs/demo/baseline/clip_openclip.pt',
+        unlocked_vision_blocks=2),
+    canvas_size=None,  # each mosaic cell at the single images' 64x64 resolution
+    class_embeddings=data_root + 'embeddings/toy_classes.npy')
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(image_size, image_size), keep_ratio=False),
+    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'captions')),
+]
+train_dataloader = dict(
+    batch_size=64,
+    num_workers=1,
+    dataset=dict(
+        data_root=data_root,
+        ann_file='annotations/captions_caption_train.json',
+        data_prefix=dict(img='caption_train/'),
+        pipeline=train_pipeline))
+val_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape')),
+]
+val_dataloader = dict(
+    batch_size=16,
+    num_workers=1,
+    dataset=dict(
+        data_root=data_root,
+        metainfo=dict(classes=tuple(f'{color} {shape}'
+                                    for color in ('red', 'green', 'blue', 'yellow')
+                                    for shape in ('circle', 'square', 'triangle', 'diamond'))),
+        ann_file='annotations/instances_val.json',
+        data_prefix=dict(img='val/'),
+        pipeline=val_pipeline))
+test_dataloader = val_dataloader
+
+max_iters = 300
+train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=max_iters,
+                 val_interval=max_iters)
+optim_wrapper = dict(optimizer=dict(lr=1e-4))  # a tiny model far from convergence: 10x paper
+param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=30)]
+auto_scale_lr = dict(base_batch_size=64)
+default_hooks = dict(
+    logger=dict(type='LoggerHook', interval=25),
+    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters, max_keep_ckpts=1))
+log_processor = dict(by_epoch=False)
+randomness = dict(seed=0)

@@ -1,0 +1,20 @@
+# The toy CLIP baseline, trained from scratch image-level on the toy captions (both towers): the
+# starting point of the image-level and CLIM continuations.
+_base_ = './clim_toy-vit_toy-shapes.py'
+
+model = dict(
+    mode='image',
+    clip=dict(pretrained=None, unlocked_vision_blocks=None, freeze_text=False),
+    class_embeddings=None)  # its own text tower makes them, after training
+# Evaluated after training, once class embeddings exist (tools/demo.sh).
+val_dataloader = None
+val_cfg = None
+val_evaluator = None
+max_iters = 600
+train_cfg = dict(max_iters=max_iters, val_interval=max_iters + 1)
+optim_wrapper = dict(optimizer=dict(lr=1e-3))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
+    dict(type='CosineAnnealingLR', by_epoch=False, begin=50, end=max_iters, eta_min=1e-5),
+]
+default_hooks = dict(checkpoint=dict(interval=max_iters))

@@ -1,0 +1,4 @@
+# Copyright (c) mmclim contributors. All rights reserved.
+from .clim_clip import CLIMCLIP
+
+__all__ = ['CLIMCLIP']
