@@ -1,25 +1,36 @@
 # Copyright (c) mmclim contributors. All rights reserved.
-"""Generate the embedded toy data set (coloured shapes, COCO format) used by the demo and tests."""
+"""Generate the embedded toy data set (coloured shapes) used by the demo, toy configs and tests.
+
+Writes, under ``--out``: single-object images with captions (COCO Captions format,
+``annotations/captions_caption_train.json``) for CLIP/CLIM training, and multi-object scenes with
+boxes (COCO instances format, ``annotations/instances_{train,val}.json``) for detection and
+zero-shot region classification.
+"""
 import argparse
 
-from mmclim.datasets import generate_shape_scenes
+from mmclim.datasets import generate_shape_captions, generate_shape_scenes
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Generate the toy shapes data set')
     parser.add_argument('--out', default='data/toy_shapes', help='output folder')
+    parser.add_argument('--num-captions', type=int, default=2000, help='captioned images')
     parser.add_argument('--num-train', type=int, default=64, help='training scenes')
-    parser.add_argument('--num-val', type=int, default=16, help='validation scenes')
-    parser.add_argument('--image-size', type=int, default=128, help='scene side in pixels')
+    parser.add_argument('--num-val', type=int, default=100, help='validation scenes')
+    parser.add_argument('--caption-size', type=int, default=64, help='captioned image side')
+    parser.add_argument('--scene-size', type=int, default=128, help='scene side in pixels')
     parser.add_argument('--seed', type=int, default=0, help='random seed')
     return parser.parse_args()
 
 
 def main() -> None:
     args = parse_args()
-    for split, num, seed in (('train', args.num_train, args.seed),
-                             ('val', args.num_val, args.seed + 1)):
-        ann_file = generate_shape_scenes(args.out, split, num, args.image_size, seed=seed)
+    ann_file = generate_shape_captions(args.out, 'caption_train', args.num_captions,
+                                       args.caption_size, seed=args.seed)
+    print(f'caption_train: {args.num_captions} captioned images -> {ann_file}')
+    for split, num, seed in (('train', args.num_train, args.seed + 1),
+                             ('val', args.num_val, args.seed + 2)):
+        ann_file = generate_shape_scenes(args.out, split, num, args.scene_size, seed=seed)
         print(f'{split}: {num} scenes -> {ann_file}')
 
 

@@ -1,10 +1,12 @@
 # Copyright (c) mmclim contributors. All rights reserved.
 """Fine-tune CLIP with CLIM (paper section "Enhancing CLIP Model's Region Representation")."""
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+from mmdet.registry import MODELS
+from mmengine.dist import all_reduce, get_world_size
 from mmengine.model import BaseModel
 from mmengine.structures import BaseDataElement
 from torch import Tensor
@@ -12,7 +14,6 @@ from torch import Tensor
 from mmclim.models.losses import caption_ids_from_texts
 from mmclim.models.utils import batch_mosaic, sample_mosaic_grids
 from mmclim.structures import DEFAULT_GRID_CHOICES, Grid, to_grid_choices
-from mmdet.registry import MODELS
 
 TRAIN_MODES = ('clim', 'image')
 # CLIP clamps its learned temperature so that the logit scale stays at most 100.
@@ -88,8 +89,9 @@ class CLIMCLIP(BaseModel):
         try:
             array = np.load(path)
         except FileNotFoundError as error:
-            raise FileNotFoundError(f'{type(self).__name__}.class_embeddings: {path} does not '
-                                    f'exist; make it with tools/generate_text_embeddings.py') from error
+            raise FileNotFoundError(
+                f'{type(self).__name__}.class_embeddings: {path} does not exist; make it with '
+                f'tools/generate_text_embeddings.py') from error
         if array.ndim != 2 or array.shape[1] != self.clip.embed_dim:
             raise ValueError(f'{type(self).__name__}.class_embeddings: {path} has shape '
                              f'{array.shape}, expected (num_classes, {self.clip.embed_dim})')
@@ -184,6 +186,21 @@ class CLIMCLIP(BaseModel):
         return dict(loss_caption=loss, logit_scale=self.logit_scale.detach(),
                     num_regions=torch.tensor(float(num_images - len(order)),
                                              device=inputs.device))
+
+    def parse_losses(self, losses: Dict[str, Tensor]) -> Tuple[Tensor, Dict[str, Tensor]]:
+        """As ``BaseModel.parse_losses``, with the logged values averaged over ranks.
+
+        Each rank's ``loss_caption`` is its share of the loss of the whole global batch (see
+        :func:`contrastive_caption_loss`); their mean is that loss, so rank 0 logs the value a
+        single process with the global batch would. Only the logged copies are averaged; the
+        loss that is backpropagated stays the rank's own.
+        """
+        loss, log_vars = super().parse_losses(losses)
+        if get_world_size() > 1:
+            values = torch.stack([value.detach().float() for value in log_vars.values()])
+            all_reduce(values, op='mean')
+            log_vars = OrderedDict(zip(log_vars, values))
+        return loss, log_vars
 
     def predict(self, inputs: Tensor,
                 data_samples: List[BaseDataElement]) -> List[BaseDataElement]:

@@ -1,0 +1,117 @@
+# Copyright (c) mmclim contributors. All rights reserved.
+"""Training-step throughput and peak memory: CLIM step against the image-level CLIP step.
+
+Same model, same batch, same optimiser (AdamW over the trainable parameters), one full step
+(forward, backward, update) per measurement; each case in its own process. Cases:
+
+- ``image``: every image aligned with its caption by its global embedding (CLIP's objective);
+- ``clim-0.5``: half of the batch in mosaics of 2x2/3x3/4x4 grids (the paper's split), half single;
+- ``clim-1.0``: as much of the batch in mosaics as the grids allow.
+
+Mosaic cells are at the single images' resolution (``canvas_size=None``: a 3x3 canvas of 64x64
+images is 192x192). Throughput is counted in source images per second (a mosaic of 9 images counts
+9). Peak memory is the growth of the process's peak RSS during the timed steps on CPU, or CUDA's
+peak allocation on a GPU.
+
+Devices: on CPU a small ViT (``mmclim-toy-vit``: 4 blocks, width 96, 64x64 images, batch 64);
+with ``--gpu`` (when CUDA is available) ViT-B/16 with 6 unlocked blocks, 224x224 singles,
+batch 32, bf16 autocast, and also cells on a fixed 1024x1024 canvas (the paper's setting).
+
+Usage: python benchmarks/clim_step.py [--steps 10] [--gpu]
+"""
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from typing import Dict
+
+import torch
+from mmdet.registry import MODELS
+from mmengine.registry import init_default_scope
+from mmengine.structures import BaseDataElement
+
+import mmclim  # noqa: F401
+
+CPU_SETUP = dict(model_name='mmclim-toy-vit', image_size=64, batch=64, unlocked=2)
+GPU_SETUP = dict(model_name='ViT-B-16-quickgelu', image_size=224, batch=32, unlocked=6)
+CASES = {'image': ('image', 0.0), 'clim-0.5': ('clim', 0.5), 'clim-1.0': ('clim', 1.0)}
+WARMUP_STEPS = 2
+
+
+def run_case(case: str, steps: int, gpu: bool, canvas_size: int = None) -> Dict[str, float]:
+    setup = GPU_SETUP if gpu else CPU_SETUP
+    device = 'cuda' if gpu else 'cpu'
+    mode, fraction = CASES[case]
+    init_default_scope('mmdet')
+    torch.manual_seed(0)
+    model = MODELS.build(
+        dict(type='CLIMCLIP', mode=mode, mosaic_fraction=fraction, canvas_size=canvas_size,
+             clip=dict(type='OpenCLIPRegion', model_name=setup['model_name'],
+                       unlocked_vision_blocks=setup['unlocked']))).to(device)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    size, batch = setup['image_size'], setup['batch']
+    images = torch.randn(batch, 3, size, size, device=device)
+    samples = [BaseDataElement(metainfo=dict(captions=[f'a photo of object {i}']))
+               for i in range(batch)]
+
+    def step() -> None:
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=gpu):
+            loss = model.loss(images, samples)['loss_caption']
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if gpu:
+            torch.cuda.synchronize()
+
+    for _ in range(WARMUP_STEPS):
+        step()
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if gpu:
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    elapsed = time.perf_counter() - start
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if gpu else
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss_before)
+    return dict(images_per_s=batch * steps / elapsed, step_s=elapsed / steps, peak_mb=peak)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--steps', type=int, default=10, help='timed steps per case')
+    parser.add_argument('--gpu', action='store_true', help='ViT-B/16 on CUDA in bf16')
+    parser.add_argument('--case', choices=sorted(CASES), help=argparse.SUPPRESS)  # child
+    parser.add_argument('--canvas-size', type=int, help=argparse.SUPPRESS)  # child
+    args = parser.parse_args()
+    if args.gpu and not torch.cuda.is_available():
+        parser.error('--gpu needs CUDA')
+    if args.case:
+        print(json.dumps(run_case(args.case, args.steps, args.gpu, args.canvas_size)))
+        return
+
+    setup = GPU_SETUP if args.gpu else CPU_SETUP
+    runs = [(case, None) for case in CASES]
+    if args.gpu:
+        runs += [(case, 1024) for case in CASES if case != 'image']
+    results = {}
+    for case, canvas in runs:
+        command = [sys.executable, __file__, '--case', case, '--steps', str(args.steps)]
+        command += ['--gpu'] * args.gpu + (['--canvas-size', str(canvas)] if canvas else [])
+        proc = subprocess.run(command, capture_output=True, text=True, check=True)
+        results[(case, canvas)] = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(f'{setup["model_name"]}, batch {setup["batch"]} of {setup["image_size"]}x'
+          f'{setup["image_size"]}, {args.steps} timed steps, '
+          f'{"CUDA bf16" if args.gpu else f"CPU, {torch.get_num_threads()} threads"}')
+    print(f'{"case":26s} {"images/s":>9s} {"s/step":>8s} {"peak MB":>9s} {"vs image":>9s}')
+    base = results[('image', None)]['images_per_s']
+    for (case, canvas), fig in results.items():
+        name = case + (f' (canvas {canvas})' if canvas else ' (cells at image size)')
+        print(f'{name:26s} {fig["images_per_s"]:9.1f} {fig["step_s"]:8.3f} {fig["peak_mb"]:9.0f} '
+              f'{fig["images_per_s"] / base:8.2f}x')
+
+
+if __name__ == '__main__':
+    main()
