@@ -4,8 +4,9 @@ import subprocess
 import sys
 
 EXPECTED = {
-    'MODELS': ['CLIMCaptionLoss', 'OpenCLIPRegion'],
+    'MODELS': ['CLIMCaptionLoss', 'OpenCLIPRegion', 'CLIMCLIP'],
     'DATASETS': ['CocoCaptionPairDataset', 'CC3MCaptionDataset'],
+    'METRICS': ['RegionClassificationMetric'],
     'TRANSFORMS': ['MosaicPseudoRegion', 'CachedMosaicPseudoRegion'],
 }
 

@@ -1,4 +1,10 @@
 # Copyright (c) mmclim contributors. All rights reserved.
+from . import metrics
 from .lvis_compat import patch_lvis_numpy_aliases
+from .metrics import (PROMPT_TEMPLATES, RegionClassificationMetric, compute_text_embeddings,
+                      get_prompt_templates, load_class_names)
 
-__all__ = ['patch_lvis_numpy_aliases']
+__all__ = [
+    'metrics', 'patch_lvis_numpy_aliases', 'RegionClassificationMetric', 'PROMPT_TEMPLATES',
+    'compute_text_embeddings', 'get_prompt_templates', 'load_class_names'
+]

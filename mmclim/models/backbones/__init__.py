@@ -1,13 +1,14 @@
 # Copyright (c) mmclim contributors. All rights reserved.
 from .clip_checkpoint import load_clip_checkpoint, read_clip_state_dict, save_clip_checkpoint
-from .clip_dense import (boxes_to_patch_mask, interpolate_pos_embed, resnet_dense_features,
-                         vit_box_attention_pool, vit_dense_features, vit_tokens_before_last_block,
-                         vit_value_path)
+from .clip_dense import (boxes_to_patch_mask, interpolate_pos_embed, mask_cell_weights, mask_pool,
+                         resnet_dense_features, vit_box_attention_pool, vit_dense_features,
+                         vit_tokens_before_last_block, vit_value_path)
 from .open_clip_region import MODEL_CONFIG_DIR, OpenCLIPRegion
 
 __all__ = [
     'OpenCLIPRegion', 'MODEL_CONFIG_DIR', 'load_clip_checkpoint', 'read_clip_state_dict',
-    'save_clip_checkpoint', 'boxes_to_patch_mask', 'interpolate_pos_embed',
+    'save_clip_checkpoint', 'boxes_to_patch_mask', 'interpolate_pos_embed', 'mask_cell_weights',
+    'mask_pool',
     'resnet_dense_features', 'vit_box_attention_pool', 'vit_dense_features',
     'vit_tokens_before_last_block', 'vit_value_path'
 ]

@@ -229,3 +229,58 @@ def resnet_dense_features(visual: ModifiedResNet, images: Tensor) -> Tensor:
     features = pool.c_proj(pool.v_proj(tokens))
     features = features.transpose(1, 2).reshape(images.shape[0], -1, height, width)
     return features.contiguous()
+
+
+def mask_cell_weights(masks: Tensor, grid: Tuple[int, int]) -> Tensor:
+    """Fraction of each dense-map cell that each mask covers.
+
+    Each cell of the grid spans an (H/h) x (W/w) block of mask pixels; its weight is the mean of
+    the mask over the block (average pooling with that kernel and stride), so a binary mask gives
+    the covered area fraction and a soft mask its area-weighted mean.
+
+    Args:
+        masks (Tensor): Masks in input-image pixels, bool or with values in [0, 1], shape
+            (K, H, W), H and W multiples of h and w.
+        grid (Tuple[int, int]): The dense-map size (h, w).
+
+    Returns:
+        Tensor: Float weights in [0, 1] of shape (K, h, w).
+    """
+    height, width = masks.shape[-2:]
+    if height % grid[0] or width % grid[1]:
+        raise ValueError(f'masks: expected height and width multiples of the dense map size '
+                         f'{tuple(grid)}, got {height}x{width}')
+    masks = masks.float()
+    if masks.numel() and (masks.min() < 0 or masks.max() > 1):
+        raise ValueError(f'masks: expected bool or values in [0, 1], got values in '
+                         f'[{masks.min().item():g}, {masks.max().item():g}]')
+    kernel = (height // grid[0], width // grid[1])
+    return F.avg_pool2d(masks[:, None], kernel_size=kernel, stride=kernel)[:, 0]
+
+
+def mask_pool(dense: Tensor, masks: List[Tensor]) -> Tensor:
+    """Average a dense map over each mask, weighting every cell by the mask's area in it.
+
+    The feature of mask k is ``sum_c w_k(c) * dense(c) / sum_c w_k(c)`` with the cell weights
+    of :func:`mask_cell_weights`. A cell-aligned box mask thus gives the mean of the box's cells,
+    and the full-image mask the spatial mean of the map. An empty mask (all weights zero) falls
+    back to the spatial mean of the map: the whole image is the only context left to classify,
+    whereas a zero vector would have no direction.
+
+    Args:
+        dense (Tensor): Dense features of shape (B, D, h, w).
+        masks (List[Tensor]): B tensors of masks in input-image pixels, bool or with values in
+            [0, 1], of shape (K_i, H, W), H and W multiples of h and w.
+
+    Returns:
+        Tensor: Shape (sum K_i, D), image then mask order, in the dtype of ``dense``.
+    """
+    grid = tuple(dense.shape[-2:])
+    features = [dense.new_zeros(0, dense.shape[1])]
+    for image_dense, image_masks in zip(dense, masks):
+        weights = mask_cell_weights(image_masks.to(dense.device), grid).flatten(1)
+        empty = weights.sum(dim=1) == 0
+        weights = torch.where(empty[:, None], torch.ones_like(weights), weights)
+        weights = weights / weights.sum(dim=1, keepdim=True)
+        features.append(weights.to(dense.dtype) @ image_dense.flatten(1).T)
+    return torch.cat(features)

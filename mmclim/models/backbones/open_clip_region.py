@@ -17,7 +17,7 @@ from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 from torch import Tensor, nn
 
 from .clip_checkpoint import load_clip_checkpoint
-from .clip_dense import (RESNET_STRIDE, resnet_dense_features, vit_box_attention_pool,
+from .clip_dense import (RESNET_STRIDE, mask_pool, resnet_dense_features, vit_box_attention_pool,
                          vit_dense_features, vit_tokens_before_last_block)
 
 # open_clip-format JSON configs of the tiny test models; registered on import.
@@ -244,6 +244,37 @@ class OpenCLIPRegion(BaseModule):
             rois = bbox2roi([b.to(dense) for b in boxes])
             features = roi_align(dense, rois, ROI_OUTPUT_SIZE, 1.0 / self.stride,
                                  ROI_ADAPTIVE_SAMPLING, 'avg', True).flatten(1)
+        return F.normalize(features, dim=-1) if normalize else features
+
+    def mask_features(self, images: Tensor, masks: List[Tensor],
+                      normalize: bool = False) -> Tensor:
+        """Embeddings of masks: the dense map averaged over each mask (whatever ``region_mode``).
+
+        Each mask is reduced to the fraction of every dense-map cell it covers, and the feature
+        is the mean of the cells weighted by those fractions (:func:`~.clip_dense.mask_pool`).
+        The full-image mask gives the map's spatial mean (the whole-image box's RoIAlign
+        feature), and a mask of a box on cell borders that box's RoIAlign feature. An empty
+        mask falls back to the map's spatial mean.
+
+        Args:
+            images (Tensor): See :meth:`dense_features`, shape (B, 3, H, W).
+            masks (List[Tensor]): B tensors of masks on ``images``' pixels, bool or with values
+                in [0, 1] (soft masks weight their pixels), shape (K_i, H, W).
+            normalize (bool): L2-normalise the embeddings. Defaults to False.
+
+        Returns:
+            Tensor: Shape (sum K_i, D), image then mask order.
+        """
+        if not is_list_of(masks, Tensor) or len(masks) != images.shape[0]:
+            raise ValueError(f'masks: expected a list of {images.shape[0]} tensors (one per '
+                             f'image) of shape (K_i, H, W), got {type(masks).__name__}')
+        image_size = tuple(images.shape[-2:])
+        for index, image_masks in enumerate(masks):
+            if image_masks.ndim != 3 or tuple(image_masks.shape[-2:]) != image_size:
+                raise ValueError(f'masks[{index}]: expected shape (K_i, {image_size[0]}, '
+                                 f'{image_size[1]}) like the images, got '
+                                 f'{tuple(image_masks.shape)}')
+        features = mask_pool(self.dense_features(images), masks)
         return F.normalize(features, dim=-1) if normalize else features
 
     def encode_image(self, images: Tensor, normalize: bool = False) -> Tensor:

@@ -1,0 +1,174 @@
+# Copyright (c) mmclim contributors. All rights reserved.
+"""Class-name text embeddings of an :class:`~mmclim.models.backbones.OpenCLIPRegion`.
+
+Zero-shot classifiers (region classification, open-vocabulary detection heads) score regions
+against one embedding per class: the normalised mean of the normalised embeddings of the class
+name put in each prompt template (:mod:`.prompt_templates`).
+"""
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Sequence
+
+import numpy as np
+import torch.nn.functional as F
+from torch import Tensor
+
+from mmclim.models.backbones import OpenCLIPRegion
+from mmclim.models.backbones.open_clip_region import DEFAULT_TEXT_BATCH_SIZE
+
+# The learning-free background class: the word put in the same templates as the classes.
+BACKGROUND_CLASS_NAME = 'background'
+CLASS_FILE_SUFFIXES = ('.json', '.txt')
+EMBEDDING_SUFFIX = '.npy'
+SIDECAR_SUFFIX = '.json'
+TEMPLATE_SLOT = '{}'
+
+
+def clean_class_name(name: str) -> str:
+    """A class name as put in prompts: LVIS-style underscores become spaces.
+
+    Args:
+        name (str): A category name, e.g. ``'traffic_light'``.
+
+    Returns:
+        str: E.g. ``'traffic light'``.
+    """
+    return ' '.join(name.replace('_', ' ').split())
+
+
+def _load_json_class_names(path: Path) -> List[str]:
+    """Names of the ``categories`` of a COCO/LVIS-style json, in ascending id order."""
+    with open(path) as f:
+        data = json.load(f)
+    categories = data.get('categories') if isinstance(data, dict) else None
+    if not isinstance(categories, list):
+        raise ValueError(f"{path}: expected a json object with a 'categories' list, got "
+                         f'{type(categories if isinstance(data, dict) else data).__name__}')
+    ids = {}
+    for index, category in enumerate(categories):
+        if not (isinstance(category, dict) and isinstance(category.get('id'), int)
+                and isinstance(category.get('name'), str)):
+            raise ValueError(f"{path}: categories[{index}]: expected an object with an int 'id' "
+                             f"and a str 'name', got {category!r}")
+        if category['id'] in ids:
+            raise ValueError(f"{path}: categories[{index}]: id {category['id']} is repeated")
+        ids[category['id']] = category['name']
+    return [ids[category_id] for category_id in sorted(ids)]
+
+
+def load_class_names(path: str) -> List[str]:
+    """Class names of a data set, cleaned with :func:`clean_class_name`.
+
+    Args:
+        path (str): A COCO/LVIS-style ``.json`` annotation file, whose ``categories`` (objects
+            with ``id`` and ``name``; LVIS ``synonyms`` are not used) give the names in ascending
+            id order, or a ``.txt`` file with one name per line (blank lines skipped).
+
+    Returns:
+        List[str]: C class names.
+    """
+    file = Path(path)
+    if file.suffix not in CLASS_FILE_SUFFIXES:
+        raise ValueError(f'{path}: expected a class file ending in one of {CLASS_FILE_SUFFIXES}')
+    if not file.is_file():
+        raise FileNotFoundError(f'class file {path!r} does not exist')
+    if file.suffix == '.json':
+        names = _load_json_class_names(file)
+    else:
+        names = file.read_text().splitlines()
+    names = [clean_class_name(name) for name in names]
+    if file.suffix == '.txt':
+        names = [name for name in names if name]
+    for index, name in enumerate(names):
+        if not name:
+            raise ValueError(f'{path}: class {index} has an empty name')
+    if not names:
+        raise ValueError(f'{path}: expected at least one class name, found none')
+    return names
+
+
+def build_prompts(class_names: Sequence[str], templates: Sequence[str]) -> List[str]:
+    """Every class name in every template.
+
+    Args:
+        class_names (Sequence[str]): C class names.
+        templates (Sequence[str]): T templates, each with one ``{}``.
+
+    Returns:
+        List[str]: C * T prompts, class-major: prompt ``c * T + t`` is class c in template t.
+    """
+    if not templates:
+        raise ValueError('templates: expected at least one template, got none')
+    for template in templates:
+        if template.count(TEMPLATE_SLOT) != 1:
+            raise ValueError(f'templates: expected one {TEMPLATE_SLOT!r} in each template, got '
+                             f'{template!r}')
+    return [template.format(name) for name in class_names for template in templates]
+
+
+def compute_text_embeddings(model: OpenCLIPRegion,
+                            class_names: Sequence[str],
+                            templates: Sequence[str],
+                            background: bool = False,
+                            batch_size: int = DEFAULT_TEXT_BATCH_SIZE) -> Tensor:
+    """Per-class embeddings: the normalised mean of the class's normalised prompt embeddings.
+
+    Run the model in eval mode; no graph is built.
+
+    Args:
+        model (OpenCLIPRegion): The CLIP model whose text tower embeds the prompts.
+        class_names (Sequence[str]): C class names, put in the templates as they are.
+        templates (Sequence[str]): T templates, each with one ``{}``.
+        background (bool): Append a background row: :data:`BACKGROUND_CLASS_NAME` put in the
+            same templates, a learning-free stand-in for a learned background embedding.
+            Defaults to False.
+        batch_size (int): Prompts per text-tower forward pass. Defaults to 256.
+
+    Returns:
+        Tensor: Unit rows in class order, then background, of shape (C [+ 1], D).
+    """
+    if not class_names:
+        raise ValueError('class_names: expected at least one class name, got none')
+    names = [*class_names, BACKGROUND_CLASS_NAME] if background else list(class_names)
+    prompts = build_prompts(names, templates)
+    embeddings = model.encode_text(prompts, normalize=True, batch_size=batch_size)
+    embeddings = embeddings.reshape(len(names), len(templates), -1).mean(dim=1)
+    return F.normalize(embeddings, dim=-1)
+
+
+def sidecar_path(out_file: str) -> str:
+    """The metadata file written next to an embedding file: ``x.npy`` -> ``x.json``.
+
+    Args:
+        out_file (str): Path of the ``.npy`` embedding file.
+
+    Returns:
+        str: Path of the ``.json`` sidecar.
+    """
+    return str(Path(out_file).with_suffix(SIDECAR_SUFFIX))
+
+
+def save_text_embeddings(out_file: str, embeddings: Tensor, metadata: Dict[str, Any]) -> str:
+    """Write embeddings as float32 ``.npy`` and their metadata as a ``.json`` sidecar.
+
+    Args:
+        out_file (str): Path of the ``.npy`` file; its folder is created.
+        embeddings (Tensor): Shape (N, D).
+        metadata (Dict[str, Any]): JSON-serialisable description of how the embeddings were
+            made; ``embed_dim`` (D) and ``num_rows`` (N) are added.
+
+    Returns:
+        str: Path of the sidecar (:func:`sidecar_path`).
+    """
+    if Path(out_file).suffix != EMBEDDING_SUFFIX:
+        raise ValueError(f'out_file: expected a path ending in {EMBEDDING_SUFFIX!r}, got '
+                         f'{out_file!r}')
+    if embeddings.ndim != 2:
+        raise ValueError(f'embeddings: expected shape (N, D), got {tuple(embeddings.shape)}')
+    Path(out_file).parent.mkdir(parents=True, exist_ok=True)
+    np.save(out_file, embeddings.detach().float().cpu().numpy())
+    sidecar = sidecar_path(out_file)
+    with open(sidecar, 'w') as f:
+        json.dump(dict(metadata, embed_dim=embeddings.shape[1], num_rows=embeddings.shape[0]), f,
+                  indent=2)
+    return sidecar

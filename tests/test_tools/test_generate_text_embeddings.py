@@ -1,0 +1,125 @@
+# Copyright (c) mmclim contributors. All rights reserved.
+"""``tools/generate_text_embeddings.py`` on the tiny ViT with a saved checkpoint."""
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO_ROOT, python_tool, run_tool
+
+from mmclim.evaluation.metrics import compute_text_embeddings, get_prompt_templates
+from mmclim.models.backbones import OpenCLIPRegion, save_clip_checkpoint
+
+TINY_VIT = 'mmclim-tiny-vit'
+EMBED_DIM = 32  # embed_dim of mmclim-tiny-vit
+ATOL = 1e-5
+# Ids out of order: rows must follow ascending ids (cat 1, dog 4, traffic light 9).
+CATEGORIES = [
+    dict(id=9, name='traffic_light', synonyms=['traffic_light', 'stoplight']),
+    dict(id=1, name='cat', synonyms=['cat']),
+    dict(id=4, name='dog', synonyms=['dog']),
+]
+ID_ORDER_NAMES = ['cat', 'dog', 'traffic light']
+
+
+@pytest.fixture(scope='module')
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny ViT checkpoint (OpenAI format), a LVIS-style json and a txt of class names."""
+    root = tmp_path_factory.mktemp('text_embeddings')
+    torch.manual_seed(3)
+    save_clip_checkpoint(OpenCLIPRegion(TINY_VIT).clip, str(root / 'tiny.pt'))
+    (root / 'lvis.json').write_text(json.dumps(dict(images=[], categories=CATEGORIES)))
+    (root / 'names.txt').write_text('cat\ndog\n\ntraffic_light\n')
+    return root
+
+
+@pytest.fixture(scope='module')
+def model(workspace: Path) -> OpenCLIPRegion:
+    return OpenCLIPRegion(TINY_VIT, pretrained=str(workspace / 'tiny.pt')).eval()
+
+
+@pytest.fixture(scope='module')
+def tool() -> ModuleType:
+    """The tool as a module, to check its argument errors without a subprocess."""
+    spec = importlib.util.spec_from_file_location(
+        'generate_text_embeddings', REPO_ROOT / 'tools' / 'generate_text_embeddings.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _generate(workspace: Path, classes: str, out: str, *args: str) -> np.ndarray:
+    run_tool(python_tool('generate_text_embeddings.py', str(workspace / classes), '--model',
+                         TINY_VIT, '--checkpoint', str(workspace / 'tiny.pt'), '--out', out,
+                         *args), cwd=workspace)
+    return np.load(out)
+
+
+@pytest.mark.slow
+def test_json_ensemble_with_background(workspace: Path, model: OpenCLIPRegion) -> None:
+    out = workspace / 'out' / 'lvis_ensemble.npy'
+    embeddings = _generate(workspace, 'lvis.json', str(out), '--templates', 'ensemble',
+                           '--background', '--batch-size', '5')
+    assert embeddings.shape == (len(CATEGORIES) + 1, EMBED_DIM)
+    assert embeddings.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=ATOL)
+    expected = compute_text_embeddings(model, ID_ORDER_NAMES, get_prompt_templates('ensemble'),
+                                       background=True)
+    np.testing.assert_allclose(embeddings, expected.numpy(), atol=ATOL)
+
+    sidecar = json.loads((workspace / 'out' / 'lvis_ensemble.json').read_text())
+    assert sidecar == dict(model=TINY_VIT, checkpoint=str(workspace / 'tiny.pt'),
+                           classes_file=str(workspace / 'lvis.json'), template_set='ensemble',
+                           templates=list(get_prompt_templates('ensemble')),
+                           class_names=ID_ORDER_NAMES, background=True, embed_dim=EMBED_DIM,
+                           num_rows=len(CATEGORIES) + 1)
+
+
+@pytest.mark.slow
+def test_txt_single_template_differs_from_ensemble(workspace: Path,
+                                                   model: OpenCLIPRegion) -> None:
+    single = _generate(workspace, 'names.txt', str(workspace / 'names_single.npy'),
+                       '--templates', 'single')
+    assert single.shape == (len(ID_ORDER_NAMES), EMBED_DIM)
+    expected = model.encode_text([f'a photo of a {name}.' for name in ID_ORDER_NAMES])
+    np.testing.assert_allclose(single, expected.numpy(), atol=ATOL)
+    ensemble = compute_text_embeddings(model, ID_ORDER_NAMES, get_prompt_templates('ensemble'))
+    assert np.abs(single - ensemble.numpy()).max() > 1e-3
+    sidecar = json.loads((workspace / 'names_single.json').read_text())
+    assert sidecar['template_set'] == 'single' and sidecar['background'] is False
+    assert sidecar['class_names'] == ID_ORDER_NAMES and sidecar['embed_dim'] == EMBED_DIM
+
+
+def test_errors(tool: ModuleType, workspace: Path, tmp_path: Path,
+                capsys: pytest.CaptureFixture) -> None:
+    out = str(tmp_path / 'e.npy')
+    with pytest.raises(FileNotFoundError, match=r"class file '.*missing.json' does not exist"):
+        tool.main([str(tmp_path / 'missing.json'), '--model', TINY_VIT, '--out', out])
+    empty = tmp_path / 'empty.json'
+    empty.write_text(json.dumps(dict(categories=[])))
+    with pytest.raises(ValueError, match='empty.json: expected at least one class name'):
+        tool.main([str(empty), '--model', TINY_VIT, '--out', out])
+    with pytest.raises(SystemExit):
+        tool.main([str(workspace / 'names.txt'), '--templates', 'imagenet', '--out', out])
+    assert "--templates: invalid choice: 'imagenet'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        tool.main([str(workspace / 'names.txt'), '--out', str(tmp_path / 'e.pt')])
+    assert '--out: expected a path ending in .npy' in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match='nowhere/ViT.pt'):
+        tool.main([str(workspace / 'names.txt'), '--model', TINY_VIT, '--checkpoint',
+                   str(tmp_path / 'nowhere' / 'ViT.pt'), '--out', out])
+    assert not Path(out).exists()
+
+
+def test_without_checkpoint_warns(tool: ModuleType, workspace: Path, tmp_path: Path,
+                                  capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / 'random.npy'
+    tool.main([str(workspace / 'names.txt'), '--model', TINY_VIT, '--templates', 'single',
+               '--out', str(out)])
+    captured = capsys.readouterr()
+    assert 'no --checkpoint: mmclim-tiny-vit has random weights' in captured.err
+    assert f'embeddings of shape (3, {EMBED_DIM}) -> {out}' in captured.out
+    assert json.loads(out.with_suffix('.json').read_text())['checkpoint'] is None

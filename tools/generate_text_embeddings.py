@@ -1,0 +1,79 @@
+# Copyright (c) mmclim contributors. All rights reserved.
+"""Embed a data set's class names with a CLIP text tower: the classifier of zero-shot heads.
+
+Writes ``OUT.npy`` of shape (C [+ 1], D), unit rows in ascending category-id order (then the
+background row with ``--background``), and the sidecar ``OUT.json`` describing how.
+
+Example::
+
+    python tools/generate_text_embeddings.py data/coco/annotations/instances_val2017.json \\
+        --model ViT-B-16-quickgelu --checkpoint checkpoints/ViT-B-16.pt \\
+        --templates ensemble --out data/coco/clip_vitb16_coco_ensemble.npy
+"""
+import argparse
+import sys
+from typing import List, Optional
+
+import torch
+
+from mmclim.evaluation.metrics import (BACKGROUND_CLASS_NAME, PROMPT_TEMPLATES,
+                                       compute_text_embeddings, get_prompt_templates,
+                                       load_class_names, save_text_embeddings)
+from mmclim.models.backbones import OpenCLIPRegion
+from mmclim.models.backbones.open_clip_region import DEFAULT_TEXT_BATCH_SIZE
+
+DEFAULT_MODEL = 'ViT-B-16-quickgelu'  # CLIM's main CLIP model (OpenAI ViT-B/16 weights)
+DEFAULT_TEMPLATE_SET = 'ensemble'
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Generate class-name text embeddings')
+    parser.add_argument(
+        'classes', help='COCO/LVIS-style annotation .json (its categories, by id) or a .txt '
+        'with one class name per line')
+    parser.add_argument('--out', required=True, help='output .npy file; metadata goes to .json')
+    parser.add_argument(
+        '--model', default=DEFAULT_MODEL,
+        help=f'open_clip model config, e.g. {DEFAULT_MODEL} or mmclim-tiny-vit')
+    parser.add_argument(
+        '--checkpoint', help='local CLIP checkpoint (OpenAI .pt, open_clip or mmclim-converted); '
+        'without it the weights are random')
+    parser.add_argument(
+        '--templates', default=DEFAULT_TEMPLATE_SET, choices=sorted(PROMPT_TEMPLATES),
+        help='prompt-template set')
+    parser.add_argument(
+        '--background', action='store_true',
+        help=f'append a last row embedding {BACKGROUND_CLASS_NAME!r} with the same templates')
+    parser.add_argument(
+        '--batch-size', type=int, default=DEFAULT_TEXT_BATCH_SIZE,
+        help='prompts per text-tower forward pass')
+    parser.add_argument('--device', default='cpu', help='torch device, e.g. cpu or cuda')
+    args = parser.parse_args(argv)
+    if not args.out.endswith('.npy'):
+        parser.error(f'--out: expected a path ending in .npy, got {args.out!r}')
+    return args
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    args = parse_args(argv)
+    class_names = load_class_names(args.classes)
+    templates = get_prompt_templates(args.templates)
+    if args.checkpoint is None:
+        print(f'warning: no --checkpoint: {args.model} has random weights, so the embeddings '
+              'only suit tests', file=sys.stderr)
+    model = OpenCLIPRegion(args.model, pretrained=args.checkpoint).to(args.device).eval()
+    with torch.no_grad():
+        embeddings = compute_text_embeddings(model, class_names, templates,
+                                             background=args.background,
+                                             batch_size=args.batch_size)
+    sidecar = save_text_embeddings(
+        args.out, embeddings,
+        dict(model=args.model, checkpoint=args.checkpoint, classes_file=args.classes,
+             template_set=args.templates, templates=list(templates), class_names=class_names,
+             background=args.background))
+    print(f'{len(class_names)} classes{" + background" if args.background else ""}: '
+          f'embeddings of shape {tuple(embeddings.shape)} -> {args.out} (metadata: {sidecar})')
+
+
+if __name__ == '__main__':
+    main()
