@@ -35,8 +35,9 @@ class CLIMCLIP(BaseModel):
     an image has several; identical captions are not negatives of each other.
 
     At test time (``predict``) it classifies the ground-truth regions of each image zero-shot:
-    region features of ``gt_instances.bboxes`` against ``class_embeddings``, written to
-    ``pred_region_scores`` (N, C) for :class:`RegionClassificationMetric`.
+    region features of ``gt_instances.bboxes`` (RoIAlign), or of ``gt_instances.masks`` (mask
+    pooling) when every sample has masks and ``use_masks``, against ``class_embeddings``, written
+    to ``pred_region_scores`` (N, C) for :class:`RegionClassificationMetric`.
 
     Args:
         clip (dict): Config of an :class:`OpenCLIPRegion` (model name, local checkpoint, frozen
@@ -51,6 +52,8 @@ class CLIMCLIP(BaseModel):
             Defaults to None.
         class_embeddings (str, optional): ``.npy`` of (C, D) class-name text embeddings from
             ``tools/generate_text_embeddings.py``, needed by ``predict`` only. Defaults to None.
+        use_masks (bool): In ``predict``, pool ground-truth masks instead of boxes when the
+            samples have them. Defaults to True.
         data_preprocessor (dict, optional): Normalises and batches the images. Defaults to None.
         init_cfg (dict, optional): Initialisation config. Defaults to None.
     """
@@ -63,6 +66,7 @@ class CLIMCLIP(BaseModel):
                  mosaic_fraction: float = 0.5,
                  canvas_size: Optional[int] = None,
                  class_embeddings: Optional[str] = None,
+                 use_masks: bool = True,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
@@ -79,6 +83,7 @@ class CLIMCLIP(BaseModel):
         self.mosaic_fraction = mosaic_fraction
         self.canvas_size = canvas_size
         self.class_embeddings_file = class_embeddings
+        self.use_masks = use_masks
         self.register_buffer('class_embeddings', self._load_class_embeddings(class_embeddings),
                              persistent=False)
 
@@ -202,13 +207,23 @@ class CLIMCLIP(BaseModel):
             log_vars = OrderedDict(zip(log_vars, values))
         return loss, log_vars
 
+    @staticmethod
+    def _mask_tensor(masks, inputs: Tensor) -> Tensor:
+        """Bitmap masks (K, h, w) as a bool tensor padded to the batch's (K, H, W)."""
+        tensor = masks.to_tensor(dtype=torch.bool, device=inputs.device) if hasattr(
+            masks, 'to_tensor') else masks.to(device=inputs.device, dtype=torch.bool)
+        height, width = inputs.shape[-2:]
+        return torch.nn.functional.pad(tensor, (0, width - tensor.shape[-1],
+                                                0, height - tensor.shape[-2]))
+
     def predict(self, inputs: Tensor,
                 data_samples: List[BaseDataElement]) -> List[BaseDataElement]:
         """Zero-shot classification of every sample's ground-truth regions.
 
         Args:
             inputs (Tensor): Normalised images, (B, 3, H, W).
-            data_samples (list): B samples with ``gt_instances.bboxes`` in input pixels.
+            data_samples (list): B samples with ``gt_instances.bboxes`` (or ``masks``) in input
+                pixels.
 
         Returns:
             list: The samples, each with ``pred_region_scores`` (N_i, C): cosine similarities
@@ -217,10 +232,16 @@ class CLIMCLIP(BaseModel):
         if self.class_embeddings.numel() == 0:
             raise ValueError(f'{type(self).__name__}.predict needs class_embeddings (a .npy from '
                              f'tools/generate_text_embeddings.py) in the model config')
-        boxes = [sample.gt_instances.bboxes for sample in data_samples]
-        boxes = [getattr(b, 'tensor', b).to(inputs) for b in boxes]
-        feats = self.clip.region_features(inputs, boxes, normalize=True)
-        scores = (feats @ self.class_embeddings.t()).split([len(b) for b in boxes])
+        instances = [sample.gt_instances for sample in data_samples]
+        if self.use_masks and all('masks' in gt for gt in instances):
+            masks = [self._mask_tensor(gt.masks, inputs) for gt in instances]
+            feats = self.clip.mask_features(inputs, masks, normalize=True)
+            counts = [len(m) for m in masks]
+        else:
+            boxes = [getattr(gt.bboxes, 'tensor', gt.bboxes).to(inputs) for gt in instances]
+            feats = self.clip.region_features(inputs, boxes, normalize=True)
+            counts = [len(b) for b in boxes]
+        scores = (feats @ self.class_embeddings.t()).split(counts)
         for sample, sample_scores in zip(data_samples, scores):
             sample.pred_region_scores = sample_scores
         return data_samples

@@ -158,3 +158,21 @@ def test_converter_round_trip_and_ensembling(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, tool, str(ckpt), str(half), '--alpha', '0.5'],
                           capture_output=True, text=True)
     assert proc.returncode != 0 and '--alpha < 1 needs --original' in proc.stderr
+
+
+def test_predict_pools_masks_when_present(tmp_path: Path) -> None:
+    from mmdet.structures.mask import BitmapMasks
+    np.save(tmp_path / 'classes.npy', np.eye(3, 64, dtype=np.float32))
+    model = _model(class_embeddings=str(tmp_path / 'classes.npy')).eval()
+    masks = np.zeros((1, 48, 64), np.uint8)  # smaller than the padded batch: padded inside
+    masks[0, :32, :32] = 1  # the same region as the box below, on 8-pixel patch borders
+    sample = _samples(1)[0]
+    sample.gt_instances = InstanceData(bboxes=torch.tensor([[0., 0, 32, 32]]),
+                                       labels=torch.tensor([0]),
+                                       masks=BitmapMasks(masks, 48, 64))
+    images = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        by_mask = model.predict(images, [sample])[0].pred_region_scores
+        model.use_masks = False
+        by_box = model.predict(images, [sample])[0].pred_region_scores
+    torch.testing.assert_close(by_mask, by_box, atol=1e-5, rtol=1e-4)
