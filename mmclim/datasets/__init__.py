@@ -3,10 +3,10 @@ from .caption_dataset import CaptionDataset
 from .cc3m_caption import CC3MCaptionDataset
 from .coco_caption_pair import CocoCaptionPairDataset
 from .toy_shapes import class_names, generate_shape_captions, generate_shape_scenes
-from .transforms import CachedMosaicPseudoRegion, MosaicPseudoRegion
+from .transforms import CachedMosaicPseudoRegion, LoadPanopticRegions, MosaicPseudoRegion
 
 __all__ = [
     'CaptionDataset', 'CC3MCaptionDataset', 'CocoCaptionPairDataset', 'class_names',
     'generate_shape_captions', 'generate_shape_scenes', 'MosaicPseudoRegion',
-    'CachedMosaicPseudoRegion'
+    'CachedMosaicPseudoRegion', 'LoadPanopticRegions'
 ]

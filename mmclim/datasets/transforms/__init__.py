@@ -1,5 +1,6 @@
 # Copyright (c) mmclim contributors. All rights reserved.
 from .cached_mosaic_pseudo_region import CachedMosaicPseudoRegion
+from .load_panoptic_regions import LoadPanopticRegions
 from .mosaic_pseudo_region import MosaicPseudoRegion
 
-__all__ = ['MosaicPseudoRegion', 'CachedMosaicPseudoRegion']
+__all__ = ['MosaicPseudoRegion', 'CachedMosaicPseudoRegion', 'LoadPanopticRegions']

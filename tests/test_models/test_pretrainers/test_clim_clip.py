@@ -6,13 +6,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from mmdet.registry import MODELS
+from mmdet.structures import DetDataSample
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.structures import InstanceData
 
 from mmclim.models.backbones import OpenCLIPRegion
-from mmdet.registry import MODELS
-from mmdet.structures import DetDataSample
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 CLIM_CONFIGS = sorted((REPO_ROOT / 'configs' / 'clim').glob('*.py'))
