@@ -6,7 +6,7 @@ import sys
 EXPECTED = {
     'MODELS': ['CLIMCaptionLoss', 'OpenCLIPRegion', 'CLIMCLIP'],
     'DATASETS': ['CocoCaptionPairDataset', 'CC3MCaptionDataset'],
-    'METRICS': ['RegionClassificationMetric'],
+    'METRICS': ['RegionClassificationMetric', 'OVCocoSplitMetric'],
     'TRANSFORMS': ['MosaicPseudoRegion', 'CachedMosaicPseudoRegion'],
 }
 

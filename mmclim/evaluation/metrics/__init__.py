@@ -1,4 +1,5 @@
 # Copyright (c) mmclim contributors. All rights reserved.
+from .ov_coco_metric import OVCocoSplitMetric
 from .prompt_templates import (ENSEMBLE_TEMPLATES, PROMPT_TEMPLATES, SINGLE_TEMPLATES,
                                get_prompt_templates)
 from .region_classification_metric import RegionClassificationMetric
@@ -7,7 +8,8 @@ from .text_embeddings import (BACKGROUND_CLASS_NAME, build_prompts, clean_class_
                               sidecar_path)
 
 __all__ = [
-    'RegionClassificationMetric', 'PROMPT_TEMPLATES', 'SINGLE_TEMPLATES', 'ENSEMBLE_TEMPLATES',
-    'get_prompt_templates', 'BACKGROUND_CLASS_NAME', 'build_prompts', 'clean_class_name',
-    'compute_text_embeddings', 'load_class_names', 'save_text_embeddings', 'sidecar_path'
+    'OVCocoSplitMetric', 'RegionClassificationMetric', 'PROMPT_TEMPLATES', 'SINGLE_TEMPLATES',
+    'ENSEMBLE_TEMPLATES', 'get_prompt_templates', 'BACKGROUND_CLASS_NAME', 'build_prompts',
+    'clean_class_name', 'compute_text_embeddings', 'load_class_names', 'save_text_embeddings',
+    'sidecar_path'
 ]
