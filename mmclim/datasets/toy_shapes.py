@@ -26,6 +26,11 @@ MIN_OBJECT_FRACTION = 0.15
 MAX_OBJECT_FRACTION = 0.4
 # Filled fraction of the bounding box, for the COCO ``area`` field.
 AREA_FRACTION: Dict[str, float] = dict(circle=math.pi / 4, square=1.0, triangle=0.5, diamond=0.5)
+# The toy open-vocabulary split: one novel class per colour and per shape (a Latin square), so every
+# novel class combines a colour and a shape that base classes show, as real novel classes combine
+# seen visual concepts. Detectors train on the 12 base classes' boxes only.
+TOY_NOVEL_CLASSES: Tuple[str, ...] = ('red diamond', 'green triangle', 'blue square',
+                                      'yellow circle')
 # Caption templates for the single-object images, filled with colour and shape.
 CAPTION_TEMPLATES: Tuple[str, ...] = (
     'a photo of a {color} {shape}',
@@ -192,3 +197,28 @@ def generate_shape_captions(out_dir: str,
     ann_file = out / 'annotations' / f'captions_{split}.json'
     ann_file.write_text(json.dumps(dict(images=images, annotations=annotations)))
     return ann_file
+
+
+def write_base_only(ann_file: Path, novel_classes: Sequence[str] = TOY_NOVEL_CLASSES) -> Path:
+    """Write ``<stem>_ov_base.json``: ``ann_file`` without the annotations of novel classes.
+
+    Images keep their novel objects, unlabelled, as in OV-COCO and OV-LVIS training data.
+
+    Args:
+        ann_file (Path): A COCO instances file of :func:`generate_shape_scenes`.
+        novel_classes (Sequence[str]): Class names whose boxes are removed. Defaults to
+            :data:`TOY_NOVEL_CLASSES`.
+
+    Returns:
+        Path: The file written, beside ``ann_file``.
+    """
+    coco = json.loads(Path(ann_file).read_text())
+    names = {cat['id']: cat['name'] for cat in coco['categories']}
+    unknown = sorted(set(novel_classes) - set(names.values()))
+    if unknown:
+        raise ValueError(f'novel classes {unknown} are not categories of {ann_file}')
+    coco['annotations'] = [ann for ann in coco['annotations']
+                           if names[ann['category_id']] not in novel_classes]
+    out = Path(ann_file).with_name(f'{Path(ann_file).stem}_ov_base.json')
+    out.write_text(json.dumps(coco))
+    return out

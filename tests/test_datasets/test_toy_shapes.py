@@ -7,6 +7,10 @@ import pytest
 from PIL import Image
 
 from mmclim.datasets import class_names, generate_shape_scenes
+from mmclim.datasets.toy_shapes import COLORS, SHAPES
+
+COLORS_NAMES = list(COLORS)
+SHAPE_NAMES = list(SHAPES)
 
 
 def test_scenes_are_valid_coco_and_reproducible(tmp_path: Path) -> None:
@@ -45,3 +49,21 @@ def test_object_pixels_have_the_class_colour(tmp_path: Path) -> None:
 def test_invalid_sizes_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match='num_images'):
         generate_shape_scenes(str(tmp_path), 'train', 0)
+
+
+def test_base_only_split_drops_exactly_the_novel_boxes(tmp_path: Path) -> None:
+    from mmclim.datasets import TOY_NOVEL_CLASSES, write_base_only
+    ann_file = generate_shape_scenes(str(tmp_path), 'train', 30, image_size=64, seed=0)
+    full = json.loads(ann_file.read_text())
+    base = json.loads(write_base_only(ann_file).read_text())
+    names = {c['id']: c['name'] for c in full['categories']}
+    novel_in_full = [a for a in full['annotations'] if names[a['category_id']] in TOY_NOVEL_CLASSES]
+    assert novel_in_full, 'fixture should contain novel objects'
+    assert len(base['annotations']) == len(full['annotations']) - len(novel_in_full)
+    assert not any(names[a['category_id']] in TOY_NOVEL_CLASSES for a in base['annotations'])
+    assert base['images'] == full['images'] and base['categories'] == full['categories']
+    # a Latin square: each colour and each shape is novel exactly once
+    assert sorted(n.split()[0] for n in TOY_NOVEL_CLASSES) == sorted(COLORS_NAMES)
+    assert sorted(n.split()[1] for n in TOY_NOVEL_CLASSES) == sorted(SHAPE_NAMES)
+    with pytest.raises(ValueError, match='purple circle'):
+        write_base_only(ann_file, ['purple circle'])

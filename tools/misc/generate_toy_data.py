@@ -4,11 +4,12 @@
 Writes, under ``--out``: single-object images with captions (COCO Captions format,
 ``annotations/captions_caption_train.json``) for CLIP/CLIM training, and multi-object scenes with
 boxes (COCO instances format, ``annotations/instances_{train,val}.json``) for detection and
-zero-shot region classification.
+zero-shot region classification, and ``instances_train_ov_base.json`` without the boxes of the toy
+novel classes (``mmclim.datasets.TOY_NOVEL_CLASSES``) for open-vocabulary detection.
 """
 import argparse
 
-from mmclim.datasets import generate_shape_captions, generate_shape_scenes
+from mmclim.datasets import generate_shape_captions, generate_shape_scenes, write_base_only
 
 
 def parse_args() -> argparse.Namespace:
@@ -32,6 +33,8 @@ def main() -> None:
                              ('val', args.num_val, args.seed + 2)):
         ann_file = generate_shape_scenes(args.out, split, num, args.scene_size, seed=seed)
         print(f'{split}: {num} scenes -> {ann_file}')
+    base_only = write_base_only(ann_file.with_name('instances_train.json'))
+    print(f'train, base classes only: -> {base_only}')
 
 
 if __name__ == '__main__':
