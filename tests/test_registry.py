@@ -4,7 +4,10 @@ import subprocess
 import sys
 
 EXPECTED = {
-    'MODELS': ['CLIMCaptionLoss', 'OpenCLIPRegion', 'CLIMCLIP'],
+    'MODELS': [
+        'CLIMCaptionLoss', 'OpenCLIPRegion', 'CLIMCLIP', 'CLIPViTPyramidBackbone',
+        'SimplePyramidFPN', 'TextEmbeddingClassifier', 'FVLMRoIHead', 'FVLM'
+    ],
     'DATASETS': ['CocoCaptionPairDataset', 'CC3MCaptionDataset'],
     'METRICS': ['RegionClassificationMetric', 'OVCocoSplitMetric'],
     'TRANSFORMS': ['MosaicPseudoRegion', 'CachedMosaicPseudoRegion'],

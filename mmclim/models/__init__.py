@@ -1,4 +1,4 @@
 # Copyright (c) mmclim contributors. All rights reserved.
-from . import backbones, losses, pretrainers, utils
+from . import backbones, detectors, losses, necks, pretrainers, roi_heads, utils
 
-__all__ = ['backbones', 'losses', 'pretrainers', 'utils']
+__all__ = ['backbones', 'detectors', 'losses', 'necks', 'pretrainers', 'roi_heads', 'utils']

@@ -1,0 +1,229 @@
+# Copyright (c) mmclim contributors. All rights reserved.
+import math
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
+from mmdet.registry import MODELS
+from mmdet.utils import OptMultiConfig
+from mmengine.model import BaseModule
+from open_clip.modified_resnet import ModifiedResNet
+from open_clip.transformer import VisionTransformer
+from torch import Tensor
+
+from .clip_dense import NUM_PREFIX_TOKENS, interpolate_pos_embed, vit_value_path
+from .open_clip_region import OpenCLIPRegion
+
+# ViT-B/16 blocks whose patch tokens feed the pyramid: CLIM's F-VLM on ViT-B/16 takes the "3th,
+# 5th, 7th and 11th attention layers", read here as 0-based block indices (the 4th, 6th, 8th and
+# last of 12 blocks).
+VIT_B_OUT_INDICES = (3, 5, 7, 11)
+# open_clip ModifiedResNet.forward_intermediates numbers the stem 0 and layer1-4 1 to 4; the
+# stages C2-C5 (strides 4, 8, 16, 32) are 1 to 4.
+RESNET_NUM_BLOCKS = 5
+RESNET_STAGE_STRIDES = {1: 4, 2: 8, 3: 16, 4: 32}
+# The ViT "block" index of the embedded tokens entering block 0 (the dense map's input when the
+# ViT has a single block).
+EMBEDDED_TOKENS_INDEX = -1
+
+
+def vit_embed_tokens(visual: VisionTransformer, images: Tensor) -> Tensor:
+    """Tokens entering the first transformer block of a ViT, at any input size.
+
+    Patch embedding, class token, positional embedding interpolated from the trained grid to the
+    input's grid (:func:`~.clip_dense.interpolate_pos_embed`, as open_clip resizes it) and
+    ``ln_pre``. Patch dropout is not applied: dense features need every patch. open_clip's
+    ``VisionTransformer.forward_intermediates`` adds the trained positional embedding as it is,
+    so it only runs at the native size; its transformer's ``forward_intermediates`` takes these
+    tokens at any size.
+
+    Args:
+        visual (VisionTransformer): An open_clip ViT image tower.
+        images (Tensor): Normalised images of shape (B, 3, H, W), H and W multiples of the patch
+            size p.
+
+    Returns:
+        Tensor: Class token then patch tokens (row-major), shape (B, 1 + H/p * W/p, width).
+    """
+    patch_size = visual.patch_size[0]
+    height, width = images.shape[-2:]
+    if height % patch_size or width % patch_size:
+        raise ValueError(f'images: expected height and width divisible by the patch size '
+                         f'{patch_size}, got {height}x{width}')
+    x = visual.conv1(images).flatten(2).transpose(1, 2)
+    class_token = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+    x = torch.cat([class_token, x], dim=1)
+    pos_embed = interpolate_pos_embed(visual.positional_embedding, visual.grid_size,
+                                      (height // patch_size, width // patch_size))
+    return visual.ln_pre(x + pos_embed.to(x.dtype))
+
+
+def resnet_dense_from_c5(visual: ModifiedResNet, c5: Tensor) -> Tensor:
+    """MaskCLIP dense map of a ModifiedResNet from its last stage's output.
+
+    The attention pool reduced to its value path per location, ``c_proj(v_proj(x + pos))``, the
+    pool's positional embedding interpolated to the map size: the part of
+    :func:`~.clip_dense.resnet_dense_features` after the stages, so the stages run once for both
+    the pyramid and the dense map.
+
+    Args:
+        visual (ModifiedResNet): An open_clip ModifiedResNet image tower.
+        c5 (Tensor): Output of ``visual.layer4``, shape (B, 32 * width, h, w).
+
+    Returns:
+        Tensor: Shape (B, D, h, w), D the output embedding size.
+    """
+    batch_size, _, height, width = c5.shape
+    pool = visual.attnpool
+    trained_side = math.isqrt(pool.positional_embedding.shape[0] - NUM_PREFIX_TOKENS)
+    pos_embed = interpolate_pos_embed(pool.positional_embedding, (trained_side, trained_side),
+                                      (height, width))[NUM_PREFIX_TOKENS:]
+    tokens = c5.flatten(2).transpose(1, 2) + pos_embed.to(c5.dtype)
+    features = pool.c_proj(pool.v_proj(tokens))
+    return features.transpose(1, 2).reshape(batch_size, -1, height, width).contiguous()
+
+
+@MODELS.register_module()
+class CLIPViTPyramidBackbone(BaseModule):
+    """A frozen CLIP image tower as a detector backbone (F-VLM), with its dense map for scoring.
+
+    F-VLM (Kuo et al., ICLR 2023) keeps the whole vision-language model frozen and trains only
+    the detector on top of it. This backbone wraps an :class:`~.OpenCLIPRegion`, freezes every
+    parameter, keeps it in eval mode and computes without a graph. One pass of the tower gives:
+
+    - for a ViT, the patch tokens after the blocks ``out_indices`` as maps of stride p (the patch
+      size); turning them into strides 4-32 takes learned layers, which belong to a trainable
+      neck (:class:`~mmclim.models.necks.SimplePyramidFPN`);
+    - for a ModifiedResNet (e.g. RN50x64), the stage outputs ``out_indices`` (1-4: C2-C5 at
+      strides 4, 8, 16, 32), for a plain FPN;
+    - in both cases, last, the MaskCLIP dense map in the text-embedding space
+      (:meth:`OpenCLIPRegion.dense_features`, from the same pass), from which the detector
+      scores regions against class-name text embeddings at test time.
+
+    Args:
+        model_name (str): An open_clip model config accepted by :class:`~.OpenCLIPRegion`, e.g.
+            ``'ViT-B-16-quickgelu'``, ``'RN50x64-quickgelu'`` or ``'mmclim-toy-vit'``.
+        pretrained (str, optional): Local CLIP checkpoint (OpenAI, open_clip or a CLIM export).
+            None keeps random weights, which only suits tests. Defaults to None.
+        out_indices (Sequence[int]): For a ViT, the 0-based blocks whose tokens are returned
+            (repeats allowed, e.g. ViTDet's ``(11, 11, 11, 11)``); for a ModifiedResNet, the
+            open_clip ``forward_intermediates`` blocks, 1-4 for C2-C5. Defaults to
+            ``(3, 5, 7, 11)``, CLIM's choice for ViT-B/16.
+        init_cfg (dict or List[dict], optional): mmengine initialisation config; the CLIP
+            weights come from ``pretrained``, so leave it None. Defaults to None.
+    """
+
+    def __init__(self,
+                 model_name: str,
+                 pretrained: Optional[str] = None,
+                 out_indices: Sequence[int] = VIT_B_OUT_INDICES,
+                 init_cfg: OptMultiConfig = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        self.vlm = OpenCLIPRegion(model_name, pretrained=pretrained, unlocked_vision_blocks=0,
+                                  freeze_text=True)
+        # OpenCLIPRegion leaves logit_scale trainable; F-VLM trains nothing of the VLM.
+        self.requires_grad_(False)
+        num_blocks = (len(self.visual.transformer.resblocks)
+                      if self.vlm.is_vit else RESNET_NUM_BLOCKS)
+        valid = range(num_blocks) if self.vlm.is_vit else tuple(RESNET_STAGE_STRIDES)
+        out_indices = tuple(out_indices)
+        if not out_indices or any(index not in valid for index in out_indices):
+            kind = (f'0-based blocks of the {num_blocks}-block ViT' if self.vlm.is_vit else
+                    'ModifiedResNet stages 1-4 (C2-C5)')
+            raise ValueError(f'{type(self).__name__}.out_indices: expected a non-empty sequence '
+                             f'of {kind} in {tuple(valid)}, got {out_indices} '
+                             f'(model_name={model_name!r})')
+        self.out_indices = out_indices
+        # The ViT's dense map comes from the tokens entering its last block (the output of the
+        # block before it); the ResNet's from C5.
+        self._dense_index = num_blocks - 2 if self.vlm.is_vit else num_blocks - 1
+        self.train()
+
+    @property
+    def visual(self) -> Union[VisionTransformer, ModifiedResNet]:
+        """The open_clip image tower (``VisionTransformer`` or ``ModifiedResNet``)."""
+        return self.vlm.clip.visual
+
+    @property
+    def dense_stride(self) -> int:
+        """Pixels per cell of the dense map: the ViT patch size, or 32 for a ModifiedResNet."""
+        return self.vlm.stride
+
+    @property
+    def embed_dim(self) -> int:
+        """Channels D of the dense map: the size of the shared image-text embedding space."""
+        return self.vlm.embed_dim
+
+    @property
+    def out_channels(self) -> List[int]:
+        """Channels of each pyramid map, in ``out_indices`` order (the dense map excluded)."""
+        if self.vlm.is_vit:
+            return [self.visual.transformer.width] * len(self.out_indices)
+        stages = (self.visual.layer1, self.visual.layer2, self.visual.layer3, self.visual.layer4)
+        return [stages[index - 1][-1].conv3.out_channels for index in self.out_indices]
+
+    @property
+    def out_strides(self) -> List[int]:
+        """Stride of each pyramid map, in ``out_indices`` order (the dense map excluded)."""
+        if self.vlm.is_vit:
+            return [self.dense_stride] * len(self.out_indices)
+        return [RESNET_STAGE_STRIDES[index] for index in self.out_indices]
+
+    def train(self, mode: bool = True) -> 'CLIPViTPyramidBackbone':
+        """Stay in eval mode whatever ``mode`` is: the tower is frozen, BatchNorm statistics too.
+
+        Args:
+            mode (bool): The mode asked for; ignored. Defaults to True.
+
+        Returns:
+            CLIPViTPyramidBackbone: self.
+        """
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, images: Tensor) -> Tuple[Tensor, ...]:
+        """The pyramid maps of ``out_indices``, then the dense map.
+
+        Args:
+            images (Tensor): Images normalised with CLIP's mean and std, shape (B, 3, H, W), H
+                and W multiples of the patch size p (ViT) or of 32 (ModifiedResNet).
+
+        Returns:
+            Tuple[Tensor, ...]: ``len(out_indices) + 1`` maps. For a ViT, the tokens of each
+            block in ``out_indices``, shape (B, width, H/p, W/p); for a ModifiedResNet, each
+            stage's output, shape (B, C_i, H/s_i, W/s_i) with :attr:`out_channels` C_i and
+            :attr:`out_strides` s_i. Last, the dense map of shape (B, D, H/s, W/s), s =
+            :attr:`dense_stride`.
+        """
+        if self.vlm.is_vit:
+            return self._forward_vit(images)
+        return self._forward_resnet(images)
+
+    def _forward_vit(self, images: Tensor) -> Tuple[Tensor, ...]:
+        visual = self.visual
+        batch_size = images.shape[0]
+        grid = (images.shape[-2] // self.dense_stride, images.shape[-1] // self.dense_stride)
+        tokens = vit_embed_tokens(visual, images)
+        wanted = sorted({*self.out_indices, self._dense_index} - {EMBEDDED_TOKENS_INDEX})
+        _, intermediates = visual.transformer.forward_intermediates(tokens, indices=wanted,
+                                                                    stop_early=True)
+        tokens_after = {EMBEDDED_TOKENS_INDEX: tokens, **dict(zip(wanted, intermediates))}
+        maps = tuple(tokens_after[index][:, NUM_PREFIX_TOKENS:].transpose(1, 2).reshape(
+            batch_size, -1, *grid).contiguous() for index in self.out_indices)
+        last_block = visual.transformer.resblocks[-1]
+        patches = vit_value_path(last_block,
+                                 tokens_after[self._dense_index][:, NUM_PREFIX_TOKENS:])
+        dense = (visual.ln_post(patches) @ visual.proj).transpose(1, 2)
+        return maps + (dense.reshape(batch_size, -1, *grid).contiguous(), )
+
+    def _forward_resnet(self, images: Tensor) -> Tuple[Tensor, ...]:
+        height, width = images.shape[-2:]
+        stride = RESNET_STAGE_STRIDES[self._dense_index]
+        if height % stride or width % stride:
+            raise ValueError(f'images: expected height and width divisible by the tower stride '
+                             f'{stride}, got {height}x{width}')
+        wanted = sorted(set(self.out_indices) | {self._dense_index})
+        intermediates = self.visual.forward_intermediates(images, indices=wanted,
+                                                          intermediates_only=True)
+        outputs = dict(zip(wanted, intermediates['image_intermediates']))
+        dense = resnet_dense_from_c5(self.visual, outputs[self._dense_index])
+        return tuple(outputs[index] for index in self.out_indices) + (dense, )

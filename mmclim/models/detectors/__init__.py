@@ -1,0 +1,4 @@
+# Copyright (c) mmclim contributors. All rights reserved.
+from .fvlm import FVLM
+
+__all__ = ['FVLM']
