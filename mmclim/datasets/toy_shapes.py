@@ -202,7 +202,9 @@ def generate_shape_captions(out_dir: str,
 def write_base_only(ann_file: Path, novel_classes: Sequence[str] = TOY_NOVEL_CLASSES) -> Path:
     """Write ``<stem>_ov_base.json``: ``ann_file`` without the annotations of novel classes.
 
-    Images keep their novel objects, unlabelled, as in OV-COCO and OV-LVIS training data.
+    Images keep their novel objects, unlabelled, as in OV-COCO and OV-LVIS training data. Also
+    writes ``ov_split.json`` beside it with ``base_category_ids`` and ``novel_category_ids``, the
+    split file format of ``tools/dataset_converters/prepare_ov_*.py``.
 
     Args:
         ann_file (Path): A COCO instances file of :func:`generate_shape_scenes`.
@@ -221,4 +223,7 @@ def write_base_only(ann_file: Path, novel_classes: Sequence[str] = TOY_NOVEL_CLA
                            if names[ann['category_id']] not in novel_classes]
     out = Path(ann_file).with_name(f'{Path(ann_file).stem}_ov_base.json')
     out.write_text(json.dumps(coco))
+    split = dict(base_category_ids=sorted(i for i, n in names.items() if n not in novel_classes),
+                 novel_category_ids=sorted(i for i, n in names.items() if n in novel_classes))
+    out.with_name('ov_split.json').write_text(json.dumps(split))
     return out

@@ -16,7 +16,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Generate the toy shapes data set')
     parser.add_argument('--out', default='data/toy_shapes', help='output folder')
     parser.add_argument('--num-captions', type=int, default=2000, help='captioned images')
-    parser.add_argument('--num-train', type=int, default=64, help='training scenes')
+    parser.add_argument('--num-train', type=int, default=400, help='training scenes')
     parser.add_argument('--num-val', type=int, default=100, help='validation scenes')
     parser.add_argument('--caption-size', type=int, default=64, help='captioned image side')
     parser.add_argument('--scene-size', type=int, default=128, help='scene side in pixels')

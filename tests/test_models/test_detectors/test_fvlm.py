@@ -1,5 +1,6 @@
 # Copyright (c) mmclim contributors. All rights reserved.
 """The shipped F-VLM configs, shrunk to a tiny CLIP and 8 classes, train and predict on CPU."""
+import json
 from pathlib import Path
 from typing import List, Tuple
 
@@ -20,7 +21,8 @@ from mmclim.models.detectors import FVLM
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 FVLM_CONFIGS = sorted(REPO_ROOT.glob('configs/fvlm_*.py'))
-BASE_CONFIGS = sorted((REPO_ROOT / 'configs' / 'fvlm').glob('*.py'))
+BASE_CONFIGS = sorted((REPO_ROOT / 'configs' / 'fvlm').glob('fvlm_vitb16_*.py'))
+TOY_CONFIG = REPO_ROOT / 'configs' / 'fvlm' / 'fvlm_toy-vit_toy-shapes.py'
 # The shipped CLIP towers and the tiny ones standing in for them (with their out_indices).
 TINY_TOWERS = {
     'ViT-B-16-quickgelu': ('mmclim-toy-vit', (0, 1, 2, 3)),  # 4 blocks, patch 8, width 96
@@ -193,3 +195,37 @@ def test_rejects_a_backbone_without_clip_features(split_file: str, tmp_path: Pat
     with pytest.raises(ValueError, match="FVLM.backbone: expected type='CLIPViTPyramidBackbone'"
                                          ', got ResNet'):
         MODELS.build(model)
+
+
+def test_toy_config_trains_and_predicts_boxes(tmp_path: Path) -> None:
+    """The CPU toy config as shipped (toy CLIP, 16 classes, boxes only), random CLIP weights."""
+    from mmclim.datasets import TOY_NOVEL_CLASSES, class_names
+    names = class_names()
+    split = tmp_path / 'ov_split.json'
+    split.write_text(json.dumps(dict(
+        base_category_ids=[i + 1 for i, n in enumerate(names) if n not in TOY_NOVEL_CLASSES],
+        novel_category_ids=[i + 1 for i, n in enumerate(names) if n in TOY_NOVEL_CLASSES])))
+    cfg = Config.fromfile(str(TOY_CONFIG))
+    init_default_scope(cfg.default_scope)
+    cfg.model.backbone.pretrained = None
+    num_classes = len(names)
+    embeddings = np.random.RandomState(0).randn(num_classes, 64).astype(np.float32)
+    np.save(tmp_path / 'toy.npy', embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True))
+    cfg.model.roi_head.bbox_head.cls_predictor_cfg.update(
+        text_embeddings=str(tmp_path / 'toy.npy'), split_file=str(split))
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    assert not model.with_mask and not _trainable(model.backbone)
+    novel = model.roi_head.classifier.novel_mask.nonzero().flatten().tolist()
+    assert [names[i] for i in novel] == sorted(TOY_NOVEL_CLASSES, key=names.index)
+    packed = demo_mm_inputs(batch_size=2, image_shapes=[(3, IMAGE, IMAGE)] * 2, num_items=[2, 0],
+                            num_classes=num_classes)
+    for sample in packed['data_samples']:
+        sample.gt_instances.labels = torch.zeros_like(sample.gt_instances.labels)  # a base class
+    model.train()
+    losses = model.forward(**model.data_preprocessor(packed, True), mode='loss')
+    assert torch.isfinite(model.parse_losses(losses)[0])
+    model.eval()
+    with torch.no_grad():
+        results = model.forward(**model.data_preprocessor(packed, False), mode='predict')
+    assert all('masks' not in r.pred_instances for r in results)

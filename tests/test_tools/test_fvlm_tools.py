@@ -1,0 +1,35 @@
+# Copyright (c) mmclim contributors. All rights reserved.
+"""The toy F-VLM config through tools/train.py and tools/test.py: metrics with AP50 base/novel."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REPO_ROOT, python_tool, run_tool
+
+from mmclim.datasets import class_names, generate_shape_scenes, write_base_only
+
+TOY_FVLM = REPO_ROOT / 'configs' / 'fvlm' / 'fvlm_toy-vit_toy-shapes.py'
+EMBED_DIM = 64  # mmclim-toy-vit
+
+
+@pytest.mark.slow
+def test_test_tool_writes_ov_metrics(tmp_path: Path) -> None:
+    data = tmp_path / 'data' / 'toy_shapes'
+    train = generate_shape_scenes(str(data), 'train', 8, image_size=128, seed=0)
+    write_base_only(train)
+    generate_shape_scenes(str(data), 'val', 4, image_size=128, seed=1)
+    (data / 'embeddings').mkdir()
+    rows = np.random.RandomState(0).randn(len(class_names()), EMBED_DIM).astype(np.float32)
+    np.save(data / 'embeddings' / 'toy_classes.npy',
+            rows / np.linalg.norm(rows, axis=1, keepdims=True))
+    options = ['--cfg-options', 'model.backbone.pretrained=None',  # random frozen toy CLIP
+               'model.test_cfg.rcnn.score_thr=0.0']
+    run_tool(python_tool('train.py', str(TOY_FVLM), '--work-dir', str(tmp_path / 'train'),
+                         *options, 'train_cfg.max_iters=2', 'train_cfg.val_interval=100'),
+             cwd=tmp_path)
+    run_tool(python_tool('test.py', str(TOY_FVLM), str(tmp_path / 'train' / 'iter_2.pth'),
+                         '--work-dir', str(tmp_path / 'test'), *options), cwd=tmp_path)
+    metrics = json.loads(next((tmp_path / 'test').glob('*/*.json')).read_text())
+    for split in ('base', 'novel', 'all'):
+        assert 0.0 <= metrics[f'coco/bbox_AP50_{split}'] <= 1.0
