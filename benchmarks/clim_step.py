@@ -108,8 +108,8 @@ def main() -> None:
     print(f'{"case":26s} {"images/s":>9s} {"s/step":>8s} {"peak MB":>9s} {"vs image":>9s}')
     base = results[('image', None)]['images_per_s']
     for (case, canvas), fig in results.items():
-        name = case if case == 'image' else case + (f' (canvas {canvas})' if canvas else
-                                                      ' (cells at image size)')
+        cells = f' (canvas {canvas})' if canvas else ' (cells at image size)'
+        name = case if case == 'image' else case + cells
         print(f'{name:26s} {fig["images_per_s"]:9.1f} {fig["step_s"]:8.3f} {fig["peak_mb"]:9.0f} '
               f'{fig["images_per_s"] / base:8.2f}x')
 

@@ -9,7 +9,7 @@ EXPECTED = {
         'SimplePyramidFPN', 'TextEmbeddingClassifier', 'FVLMRoIHead', 'FVLM'
     ],
     'DATASETS': ['CocoCaptionPairDataset', 'CC3MCaptionDataset'],
-    'METRICS': ['RegionClassificationMetric', 'OVCocoSplitMetric'],
+    'METRICS': ['RegionClassificationMetric', 'OVCocoSplitMetric', 'FastLVISMetric'],
     'TRANSFORMS': ['MosaicPseudoRegion', 'CachedMosaicPseudoRegion'],
 }
 

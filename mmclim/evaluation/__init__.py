@@ -1,10 +1,12 @@
 # Copyright (c) mmclim contributors. All rights reserved.
-from . import metrics
+from . import functional, metrics
+from .functional import LVISEvalResult, LVISGroundTruth, evaluate_lvis
 from .lvis_compat import patch_lvis_numpy_aliases
-from .metrics import (PROMPT_TEMPLATES, RegionClassificationMetric, compute_text_embeddings,
-                      get_prompt_templates, load_class_names)
+from .metrics import (PROMPT_TEMPLATES, FastLVISMetric, RegionClassificationMetric,
+                      compute_text_embeddings, get_prompt_templates, load_class_names)
 
 __all__ = [
+    'functional', 'LVISEvalResult', 'LVISGroundTruth', 'evaluate_lvis', 'FastLVISMetric',
     'metrics', 'patch_lvis_numpy_aliases', 'RegionClassificationMetric', 'PROMPT_TEMPLATES',
     'compute_text_embeddings', 'get_prompt_templates', 'load_class_names'
 ]

@@ -1,4 +1,5 @@
 # Copyright (c) mmclim contributors. All rights reserved.
+from .fast_lvis_metric import FastLVISMetric
 from .ov_coco_metric import OVCocoSplitMetric
 from .prompt_templates import (ENSEMBLE_TEMPLATES, PROMPT_TEMPLATES, SINGLE_TEMPLATES,
                                get_prompt_templates)
@@ -8,8 +9,8 @@ from .text_embeddings import (BACKGROUND_CLASS_NAME, build_prompts, clean_class_
                               sidecar_path)
 
 __all__ = [
-    'OVCocoSplitMetric', 'RegionClassificationMetric', 'PROMPT_TEMPLATES', 'SINGLE_TEMPLATES',
-    'ENSEMBLE_TEMPLATES', 'get_prompt_templates', 'BACKGROUND_CLASS_NAME', 'build_prompts',
-    'clean_class_name', 'compute_text_embeddings', 'load_class_names', 'save_text_embeddings',
-    'sidecar_path'
+    'FastLVISMetric', 'OVCocoSplitMetric', 'RegionClassificationMetric', 'PROMPT_TEMPLATES',
+    'SINGLE_TEMPLATES', 'ENSEMBLE_TEMPLATES', 'get_prompt_templates', 'BACKGROUND_CLASS_NAME',
+    'build_prompts', 'clean_class_name', 'compute_text_embeddings', 'load_class_names',
+    'save_text_embeddings', 'sidecar_path'
 ]
