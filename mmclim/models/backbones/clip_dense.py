@@ -62,6 +62,32 @@ def interpolate_pos_embed(pos_embed: Tensor, src_grid: Tuple[int, int],
     return torch.cat([prefix, grid], dim=0)
 
 
+def vit_embed_tokens(visual: VisionTransformer, images: Tensor) -> Tensor:
+    """Tokens entering the first transformer block of a ViT, at any input size.
+
+    Patch embedding, class token, positional embedding interpolated from the trained grid to the
+    input's grid (:func:`interpolate_pos_embed`, as open_clip resizes it) and
+    ``ln_pre``. Patch dropout is not applied: dense features need every patch. open_clip's
+    ``VisionTransformer.forward_intermediates`` adds the trained positional embedding as it is,
+    so it only runs at the native size; its transformer's ``forward_intermediates`` takes these
+    tokens at any size.
+
+    Args:
+        visual (VisionTransformer): An open_clip ViT image tower.
+        images (Tensor): Normalised images of shape (B, 3, H, W), H and W multiples of the patch
+            size p.
+
+    Returns:
+        Tensor: Class token then patch tokens (row-major), shape (B, 1 + H/p * W/p, width).
+    """
+    grid = _check_divisible(images, visual.patch_size[0])
+    x = visual.conv1(images).flatten(2).transpose(1, 2)
+    class_token = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+    x = torch.cat([class_token, x], dim=1)
+    pos_embed = interpolate_pos_embed(visual.positional_embedding, visual.grid_size, grid)
+    return visual.ln_pre(x + pos_embed.to(x.dtype))
+
+
 def vit_tokens_before_last_block(visual: VisionTransformer, images: Tensor) -> Tensor:
     """Tokens entering the last transformer block of a ViT, at any input size.
 
@@ -78,12 +104,7 @@ def vit_tokens_before_last_block(visual: VisionTransformer, images: Tensor) -> T
     Returns:
         Tensor: Class token then patch tokens (row-major), shape (B, 1 + H/p * W/p, width).
     """
-    grid = _check_divisible(images, visual.patch_size[0])
-    x = visual.conv1(images).flatten(2).transpose(1, 2)
-    class_token = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
-    x = torch.cat([class_token, x], dim=1)
-    x = x + interpolate_pos_embed(visual.positional_embedding, visual.grid_size, grid).to(x.dtype)
-    x = visual.ln_pre(x)
+    x = vit_embed_tokens(visual, images)
     num_blocks = len(visual.transformer.resblocks)
     if num_blocks > 1:
         x, _ = visual.transformer.forward_intermediates(x, indices=[num_blocks - 2],
@@ -217,18 +238,36 @@ def resnet_dense_features(visual: ModifiedResNet, images: Tensor) -> Tensor:
     Returns:
         Tensor: Shape (B, D, H/32, W/32), D the output embedding size.
     """
-    height, width = _check_divisible(images, RESNET_STRIDE)
+    _check_divisible(images, RESNET_STRIDE)
     x = visual.stem(images)
     for stage in (visual.layer1, visual.layer2, visual.layer3, visual.layer4):
         x = stage(x)
+    return resnet_dense_from_c5(visual, x)
+
+
+def resnet_dense_from_c5(visual: ModifiedResNet, c5: Tensor) -> Tensor:
+    """MaskCLIP dense map of a ModifiedResNet from its last stage's output.
+
+    The attention pool reduced to its value path per location, ``c_proj(v_proj(x + pos))``, the
+    pool's positional embedding interpolated to the map size: the part of
+    :func:`resnet_dense_features` after the stages, so a caller that has run the stages (the
+    detector backbone) reuses them.
+
+    Args:
+        visual (ModifiedResNet): An open_clip ModifiedResNet image tower.
+        c5 (Tensor): Output of ``visual.layer4``, shape (B, 32 * width, h, w).
+
+    Returns:
+        Tensor: Shape (B, D, h, w), D the output embedding size.
+    """
+    batch_size, _, height, width = c5.shape
     pool = visual.attnpool
     trained_side = math.isqrt(pool.positional_embedding.shape[0] - NUM_PREFIX_TOKENS)
     pos_embed = interpolate_pos_embed(pool.positional_embedding, (trained_side, trained_side),
                                       (height, width))[NUM_PREFIX_TOKENS:]
-    tokens = x.flatten(2).transpose(1, 2) + pos_embed.to(x.dtype)
+    tokens = c5.flatten(2).transpose(1, 2) + pos_embed.to(c5.dtype)
     features = pool.c_proj(pool.v_proj(tokens))
-    features = features.transpose(1, 2).reshape(images.shape[0], -1, height, width)
-    return features.contiguous()
+    return features.transpose(1, 2).reshape(batch_size, -1, height, width).contiguous()
 
 
 def mask_cell_weights(masks: Tensor, grid: Tuple[int, int]) -> Tensor:

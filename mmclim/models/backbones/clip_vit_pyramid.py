@@ -1,5 +1,4 @@
 # Copyright (c) mmclim contributors. All rights reserved.
-import math
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -10,7 +9,7 @@ from open_clip.modified_resnet import ModifiedResNet
 from open_clip.transformer import VisionTransformer
 from torch import Tensor
 
-from .clip_dense import NUM_PREFIX_TOKENS, interpolate_pos_embed, vit_value_path
+from .clip_dense import NUM_PREFIX_TOKENS, resnet_dense_from_c5, vit_embed_tokens, vit_value_path
 from .open_clip_region import OpenCLIPRegion
 
 # ViT-B/16 blocks whose patch tokens feed the pyramid: CLIM's F-VLM on ViT-B/16 takes the "3th,
@@ -24,62 +23,6 @@ RESNET_STAGE_STRIDES = {1: 4, 2: 8, 3: 16, 4: 32}
 # The ViT "block" index of the embedded tokens entering block 0 (the dense map's input when the
 # ViT has a single block).
 EMBEDDED_TOKENS_INDEX = -1
-
-
-def vit_embed_tokens(visual: VisionTransformer, images: Tensor) -> Tensor:
-    """Tokens entering the first transformer block of a ViT, at any input size.
-
-    Patch embedding, class token, positional embedding interpolated from the trained grid to the
-    input's grid (:func:`~.clip_dense.interpolate_pos_embed`, as open_clip resizes it) and
-    ``ln_pre``. Patch dropout is not applied: dense features need every patch. open_clip's
-    ``VisionTransformer.forward_intermediates`` adds the trained positional embedding as it is,
-    so it only runs at the native size; its transformer's ``forward_intermediates`` takes these
-    tokens at any size.
-
-    Args:
-        visual (VisionTransformer): An open_clip ViT image tower.
-        images (Tensor): Normalised images of shape (B, 3, H, W), H and W multiples of the patch
-            size p.
-
-    Returns:
-        Tensor: Class token then patch tokens (row-major), shape (B, 1 + H/p * W/p, width).
-    """
-    patch_size = visual.patch_size[0]
-    height, width = images.shape[-2:]
-    if height % patch_size or width % patch_size:
-        raise ValueError(f'images: expected height and width divisible by the patch size '
-                         f'{patch_size}, got {height}x{width}')
-    x = visual.conv1(images).flatten(2).transpose(1, 2)
-    class_token = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
-    x = torch.cat([class_token, x], dim=1)
-    pos_embed = interpolate_pos_embed(visual.positional_embedding, visual.grid_size,
-                                      (height // patch_size, width // patch_size))
-    return visual.ln_pre(x + pos_embed.to(x.dtype))
-
-
-def resnet_dense_from_c5(visual: ModifiedResNet, c5: Tensor) -> Tensor:
-    """MaskCLIP dense map of a ModifiedResNet from its last stage's output.
-
-    The attention pool reduced to its value path per location, ``c_proj(v_proj(x + pos))``, the
-    pool's positional embedding interpolated to the map size: the part of
-    :func:`~.clip_dense.resnet_dense_features` after the stages, so the stages run once for both
-    the pyramid and the dense map.
-
-    Args:
-        visual (ModifiedResNet): An open_clip ModifiedResNet image tower.
-        c5 (Tensor): Output of ``visual.layer4``, shape (B, 32 * width, h, w).
-
-    Returns:
-        Tensor: Shape (B, D, h, w), D the output embedding size.
-    """
-    batch_size, _, height, width = c5.shape
-    pool = visual.attnpool
-    trained_side = math.isqrt(pool.positional_embedding.shape[0] - NUM_PREFIX_TOKENS)
-    pos_embed = interpolate_pos_embed(pool.positional_embedding, (trained_side, trained_side),
-                                      (height, width))[NUM_PREFIX_TOKENS:]
-    tokens = c5.flatten(2).transpose(1, 2) + pos_embed.to(c5.dtype)
-    features = pool.c_proj(pool.v_proj(tokens))
-    return features.transpose(1, 2).reshape(batch_size, -1, height, width).contiguous()
 
 
 @MODELS.register_module()

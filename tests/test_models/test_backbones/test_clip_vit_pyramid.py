@@ -8,9 +8,8 @@ import torch
 from mmdet.registry import MODELS
 from torch import Tensor
 
-from mmclim.models.backbones import MODEL_CONFIG_DIR
+from mmclim.models.backbones import MODEL_CONFIG_DIR, CLIPViTPyramidBackbone, resnet_dense_from_c5
 from mmclim.models.backbones.clip_dense import resnet_dense_features
-from mmclim.models.backbones.clip_vit_pyramid import CLIPViTPyramidBackbone, resnet_dense_from_c5
 
 TOY_VIT = 'mmclim-toy-vit'  # 4 blocks, width 96, patch 8, embed_dim 64, native 64x64
 TINY_VIT = 'mmclim-tiny-vit'  # 3 blocks, width 64, patch 16, embed_dim 32, native 224x224
@@ -127,7 +126,7 @@ def test_rejects_bad_out_indices(model_name: str, out_indices: tuple, match: str
 
 def test_rejects_size_not_multiple_of_stride(toy_vit: CLIPViTPyramidBackbone,
                                              tiny_rn: CLIPViTPyramidBackbone) -> None:
-    with pytest.raises(ValueError, match='divisible by the patch size 8, got 60x64'):
+    with pytest.raises(ValueError, match='divisible by the tower stride 8, got 60x64'):
         toy_vit(_images(1, 60, 64))
     with pytest.raises(ValueError, match='divisible by the tower stride 32, got 64x80'):
         tiny_rn(_images(1, 64, 80))

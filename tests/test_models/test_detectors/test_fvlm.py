@@ -162,7 +162,7 @@ def test_lvis_configs_train_on_base_annotations() -> None:
         cfg = Config.fromfile(str(config))
         train_set = cfg.train_dataloader.dataset.dataset  # inside ClassBalancedDataset
         assert train_set.ann_file.endswith('lvis_v1_train_ov_base.json')
-        assert cfg.val_evaluator.type == 'LVISMetric'
+        assert cfg.val_evaluator.type == 'FastLVISMetric'
         assert cfg.val_evaluator.metric == ['bbox', 'segm']
         assert cfg.model.roi_head.bbox_head.num_classes == 1203
         assert cfg.model.roi_head.bbox_head.cls_predictor_cfg.split_file.endswith(
