@@ -99,6 +99,21 @@ def _place_boxes(rng: np.random.Generator, size: int, count: int,
     return boxes
 
 
+def _split_folders(out_dir: str, split: str) -> Path:
+    """Create ``out_dir/<split>/`` and ``out_dir/annotations/``; return ``out_dir``."""
+    out = Path(out_dir)
+    (out / split).mkdir(parents=True, exist_ok=True)
+    (out / 'annotations').mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _save_image(img: Image.Image, out: Path, split: str, image_id: int, size: int) -> dict:
+    """Save a generated image as ``<split>/<id>.png``; return its COCO ``images`` entry."""
+    file_name = f'{image_id:06d}.png'
+    img.save(out / split / file_name)
+    return dict(id=image_id, file_name=file_name, width=size, height=size)
+
+
 def generate_shape_scenes(out_dir: str,
                           split: str,
                           num_images: int,
@@ -123,15 +138,12 @@ def generate_shape_scenes(out_dir: str,
     if num_images < 1 or max_objects < 1:
         raise ValueError(f'num_images ({num_images}) and max_objects ({max_objects}) must be >= 1')
     rng = np.random.default_rng(seed)
-    out = Path(out_dir)
-    (out / split).mkdir(parents=True, exist_ok=True)
-    (out / 'annotations').mkdir(parents=True, exist_ok=True)
+    out = _split_folders(out_dir, split)
     names = class_names()
     images, annotations = [], []
     for image_id in range(1, num_images + 1):
         img = _background(rng, image_size)
         draw = ImageDraw.Draw(img)
-        file_name = f'{image_id:06d}.png'
         for box in _place_boxes(rng, image_size, int(rng.integers(1, max_objects + 1))):
             label = int(rng.integers(len(names)))
             color_name, shape = names[label].split(' ')
@@ -145,8 +157,7 @@ def generate_shape_scenes(out_dir: str,
                     bbox=[x1, y1, x2 - x1, y2 - y1],
                     area=(x2 - x1) * (y2 - y1) * AREA_FRACTION[shape],
                     iscrowd=0))
-        img.save(out / split / file_name)
-        images.append(dict(id=image_id, file_name=file_name, width=image_size, height=image_size))
+        images.append(_save_image(img, out, split, image_id, image_size))
     categories = [dict(id=i + 1, name=name) for i, name in enumerate(names)]
     ann_file = out / 'annotations' / f'instances_{split}.json'
     ann_file.write_text(json.dumps(dict(images=images, annotations=annotations,
@@ -178,9 +189,7 @@ def generate_shape_captions(out_dir: str,
     if num_images < 1:
         raise ValueError(f'num_images must be >= 1, got {num_images}')
     rng = np.random.default_rng(seed)
-    out = Path(out_dir)
-    (out / split).mkdir(parents=True, exist_ok=True)
-    (out / 'annotations').mkdir(parents=True, exist_ok=True)
+    out = _split_folders(out_dir, split)
     names = class_names()
     images, annotations = [], []
     for image_id in range(1, num_images + 1):
@@ -188,9 +197,7 @@ def generate_shape_captions(out_dir: str,
         color_name, shape = names[int(rng.integers(len(names)))].split(' ')
         box = _place_boxes(rng, image_size, 1)[0]
         draw_shape(ImageDraw.Draw(img), shape, box, _jitter(rng, COLORS[color_name]))
-        file_name = f'{image_id:06d}.png'
-        img.save(out / split / file_name)
-        images.append(dict(id=image_id, file_name=file_name, width=image_size, height=image_size))
+        images.append(_save_image(img, out, split, image_id, image_size))
         for template in rng.choice(CAPTION_TEMPLATES, size=2, replace=False):
             annotations.append(dict(id=len(annotations) + 1, image_id=image_id,
                                     caption=template.format(color=color_name, shape=shape)))
