@@ -1,8 +1,9 @@
 # Copyright (c) mmclim contributors. All rights reserved.
 from .checkpoint_compat import allow_mmengine_checkpoint_types, mmengine_checkpoint_globals
-from .launcher import load_config, setup_cpu_distributed
+from .launcher import (add_runner_args, build_runner, load_config, parse_runner_args,
+                       setup_cpu_distributed)
 
 __all__ = [
-    'allow_mmengine_checkpoint_types', 'mmengine_checkpoint_globals', 'load_config',
-    'setup_cpu_distributed'
+    'allow_mmengine_checkpoint_types', 'mmengine_checkpoint_globals', 'add_runner_args',
+    'build_runner', 'load_config', 'parse_runner_args', 'setup_cpu_distributed'
 ]

@@ -1,5 +1,6 @@
 # Copyright (c) mmclim contributors. All rights reserved.
 """Config and launcher set-up shared by ``tools/train.py`` and ``tools/test.py``."""
+import argparse
 import datetime
 import os
 import os.path as osp
@@ -7,11 +8,40 @@ from typing import Optional
 
 import torch
 import torch.distributed as torch_dist
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
 
 # Backend used when a distributed launcher is asked for on a machine without CUDA.
 CPU_DIST_BACKEND = 'gloo'
+
+
+LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
+
+
+def add_runner_args(parser: argparse.ArgumentParser) -> None:
+    """Add the options both tools take: ``--work-dir``, ``--cfg-options``, ``--launcher`` and
+    ``--local-rank`` (passed by ``torch.distributed.launch``; torchrun sets ``LOCAL_RANK``)."""
+    parser.add_argument('--work-dir', help='the dir to save logs, checkpoints and metrics')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override config settings, as key=value pairs (e.g. train_cfg.max_iters=100)')
+    parser.add_argument('--launcher', choices=LAUNCHERS, default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def parse_runner_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse the command line and export ``LOCAL_RANK`` when the launcher did not."""
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def build_runner(cfg: Config) -> Runner:
+    """The config's runner (``runner_type`` or mmengine's), after :func:`setup_cpu_distributed`."""
+    setup_cpu_distributed(cfg)
+    return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
 
 
 def load_config(config: str,
