@@ -1,4 +1,7 @@
-# CLIM fine-tuning of CLIP ViT-B/16 on CC3M, for OV-LVIS detectors (paper: 3 epochs on CC3M).
+# CLIM fine-tuning of OpenAI's CLIP ViT-B/16 on CC3M, for the OV-LVIS detectors (paper: 3 epochs
+# on CC3M). Official recipe: wusize/CLIM scripts/train_clim_cc3m_3e_openai_vitb16.sh, which
+# differs from the COCO Captions script only in the data, the epochs and the evaluation and save
+# frequencies below (docs/reproduction.md).
 _base_ = './clim_vitb16_coco-caption.py'
 
 train_dataloader = dict(
@@ -10,10 +13,10 @@ train_dataloader = dict(
         data_prefix=dict(img='train/'),
         on_bad_entry='skip',  # CC3M always has some dead links: counted and reported
         pipeline={{_base_.train_pipeline}}))
-max_epochs = 3
-train_cfg = dict(max_epochs=max_epochs, val_interval=1)
+max_epochs = 3  # script: --epochs=3
+train_cfg = dict(max_epochs=max_epochs, val_interval=1)  # script: --zeroshot-frequency 1
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=500),
-    dict(type='CosineAnnealingLR', by_epoch=True, begin=0, end=max_epochs, eta_min=0.0),
+    dict(type='WarmupCosineLR', warmup_iters=1000, by_epoch=True, begin=0, end=max_epochs,
+         convert_to_iter_based=True)
 ]
 default_hooks = dict(checkpoint=dict(interval=1))

@@ -5,16 +5,17 @@ _base_ = './clim_toy-vit_toy-shapes.py'
 model = dict(
     mode='image',
     clip=dict(pretrained=None, unlocked_vision_blocks=None, freeze_text=False),
+    weight_ensemble=None,  # trained from scratch: there are no original weights to mix in
     class_embeddings=None)  # its own text tower makes them, after training
 # Evaluated after training, once class embeddings exist (tools/demo.sh).
 val_dataloader = None
 val_cfg = None
 val_evaluator = None
+custom_hooks = []
 max_iters = 600
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters + 1)
 optim_wrapper = dict(optimizer=dict(lr=1e-3))
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
-    dict(type='CosineAnnealingLR', by_epoch=False, begin=50, end=max_iters, eta_min=1e-5),
+    dict(type='WarmupCosineLR', warmup_iters=50, by_epoch=False, begin=0, end=max_iters)
 ]
 default_hooks = dict(checkpoint=dict(interval=max_iters))

@@ -5,11 +5,12 @@ from .coco_caption_pair import CocoCaptionPairDataset
 from .ov_splits import OV_COCO_BASE_CLASSES, OV_COCO_CLASSES, OV_COCO_NOVEL_CLASSES
 from .toy_shapes import (TOY_NOVEL_CLASSES, class_names, generate_shape_captions,
                          generate_shape_scenes, write_base_only)
-from .transforms import CachedMosaicPseudoRegion, LoadPanopticRegions, MosaicPseudoRegion
+from .transforms import (CachedMosaicPseudoRegion, LoadPanopticRegions, MosaicPseudoRegion,
+                         RandomResizedCrop)
 
 __all__ = [
     'CaptionDataset', 'CC3MCaptionDataset', 'CocoCaptionPairDataset', 'class_names',
     'generate_shape_captions', 'generate_shape_scenes', 'MosaicPseudoRegion',
     'CachedMosaicPseudoRegion', 'LoadPanopticRegions', 'OV_COCO_BASE_CLASSES', 'OV_COCO_CLASSES',
-    'OV_COCO_NOVEL_CLASSES', 'TOY_NOVEL_CLASSES', 'write_base_only'
+    'OV_COCO_NOVEL_CLASSES', 'RandomResizedCrop', 'TOY_NOVEL_CLASSES', 'write_base_only'
 ]

@@ -1,9 +1,12 @@
 # Copyright (c) mmclim contributors. All rights reserved.
 from .checkpoint_compat import allow_mmengine_checkpoint_types, mmengine_checkpoint_globals
+from .hooks import WeightEnsembleHook
 from .launcher import (add_runner_args, build_runner, load_config, parse_runner_args,
                        setup_cpu_distributed)
+from .schedulers import WarmupCosineLR
 
 __all__ = [
-    'allow_mmengine_checkpoint_types', 'mmengine_checkpoint_globals', 'add_runner_args',
-    'build_runner', 'load_config', 'parse_runner_args', 'setup_cpu_distributed'
+    'allow_mmengine_checkpoint_types', 'mmengine_checkpoint_globals', 'WeightEnsembleHook',
+    'add_runner_args', 'build_runner', 'load_config', 'parse_runner_args',
+    'setup_cpu_distributed', 'WarmupCosineLR'
 ]

@@ -26,7 +26,12 @@ def to_grid(grid: Union[int, Sequence[int]], field: str = 'grid') -> Grid:
     Returns:
         tuple[int, int]: ``(rows, cols)``, both >= 1.
     """
-    rows, cols = (grid, grid) if isinstance(grid, (int, np.integer)) else tuple(grid)
+    if isinstance(grid, (int, np.integer)):
+        rows, cols = grid, grid
+    elif isinstance(grid, Sequence) and not isinstance(grid, str) and len(grid) == 2:
+        rows, cols = grid
+    else:
+        rows = cols = None
     if not (isinstance(rows, (int, np.integer)) and isinstance(cols, (int, np.integer))
             and rows >= 1 and cols >= 1):
         raise ValueError(f'{field} must be a positive int n or a pair (rows, cols) of positive '
@@ -47,7 +52,7 @@ def to_grid_choices(grid_choices: Sequence[Union[int, Sequence[int]]],
     Returns:
         tuple[tuple[int, int], ...]: The grids as ``(rows, cols)``.
     """
-    if isinstance(grid_choices, (int, np.integer)) or len(grid_choices) == 0:
+    if isinstance(grid_choices, (int, np.integer, str)) or len(grid_choices) == 0:
         raise ValueError(f'{field} must be a non-empty list of grids, got {grid_choices!r}')
     grids = tuple(to_grid(grid, field) for grid in grid_choices)
     counts = [rows * cols for rows, cols in grids]

@@ -4,19 +4,22 @@
 The output loads with ``OpenCLIPRegion(pretrained=OUT)`` (so detector configs can use it), with
 open_clip's ``load_checkpoint`` or with ``open_clip.create_model(name, pretrained=OUT)``.
 
-Weight ensembling (optional, ``--alpha A --original CKPT``): the saved weights are
-``A * trained + (1 - A) * original`` for every floating-point tensor, the original CLIP's weights
-read from ``CKPT`` (OpenAI ``.pt`` or open_clip file). ``A = 1`` keeps the trained weights; a
-smaller ``A`` trades some of CLIM's region gain for the original model's image-level robustness.
-Ensembling happens here, at save time, so training checkpoints and resuming stay untouched.
+Weight ensembling, as the official CLIM code exports its models (``--alpha 0.7``): the saved
+weights are ``A * trained + (1 - A) * original`` for every floating-point tensor. By default
+``A`` is the checkpoint's own ``model.weight_ensemble`` and the original weights are read from
+its ``model.clip.pretrained`` (both from the config stored in the checkpoint), so the export is
+the model that was evaluated during training; ``--alpha`` and ``--original`` override them,
+``--alpha 1`` exports the trained weights as they are. Ensembling happens at export, so training
+checkpoints and resuming stay untouched.
 
 Usage:
-    python tools/model_converters/clim_to_openclip.py work_dirs/clim/iter_1000.pth out.pt
+    python tools/model_converters/clim_to_openclip.py work_dirs/clim/epoch_100.pth out.pt
     python tools/model_converters/clim_to_openclip.py CKPT out.pt --alpha 0.5 --original ViT-B-16.pt
 """
 import argparse
+import ast
 import os.path as osp
-from typing import Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -29,25 +32,63 @@ CLIP_PREFIX = 'clip.clip.'
 DTYPES = dict(fp16=torch.float16, fp32=torch.float32)
 
 
-def extract_clip_state_dict(checkpoint_path: str, prefix: str = CLIP_PREFIX) -> Dict[str, Tensor]:
+def load_checkpoint(checkpoint_path: str) -> Dict[str, Any]:
+    """An mmengine checkpoint, read as data (``weights_only``)."""
+    if not osp.isfile(checkpoint_path):
+        raise FileNotFoundError(f'checkpoint {checkpoint_path} does not exist')
+    return torch.load(checkpoint_path, map_location='cpu', weights_only=True)
+
+
+def extract_clip_state_dict(checkpoint: Dict[str, Any], checkpoint_path: str,
+                            prefix: str = CLIP_PREFIX) -> Dict[str, Tensor]:
     """The open_clip CLIP weights inside an mmengine checkpoint of a CLIMCLIP model.
 
     Args:
-        checkpoint_path (str): mmengine checkpoint (``state_dict`` of the whole model).
+        checkpoint (dict): The loaded checkpoint (``state_dict`` of the whole model).
+        checkpoint_path (str): Named in errors.
         prefix (str): Key prefix of the CLIP model. Defaults to ``'clip.clip.'``.
 
     Returns:
         dict[str, Tensor]: The CLIP state dict with the prefix removed.
     """
-    if not osp.isfile(checkpoint_path):
-        raise FileNotFoundError(f'checkpoint {checkpoint_path} does not exist')
-    checkpoint = torch.load(checkpoint_path, map_location='cpu', weights_only=True)
     state_dict = checkpoint.get('state_dict', checkpoint)
     clip = {key[len(prefix):]: value for key, value in state_dict.items() if key.startswith(prefix)}
     if not clip:
         raise KeyError(f'{checkpoint_path} has no key starting with {prefix!r}; is it a CLIMCLIP '
                        f'checkpoint? First keys: {list(state_dict)[:5]}')
     return clip
+
+
+def _literal(node: ast.AST) -> Any:
+    """The value of a literal expression, ``dict(...)`` calls included; nothing is executed."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == 'dict' \
+            and not node.args:
+        return {keyword.arg: _literal(keyword.value) for keyword in node.keywords}
+    if isinstance(node, ast.Dict):
+        return {_literal(key): _literal(value) for key, value in zip(node.keys, node.values)}
+    if isinstance(node, (ast.List, ast.Tuple)):
+        return [_literal(element) for element in node.elts]
+    return ast.literal_eval(node)
+
+
+def ensemble_defaults(checkpoint: Dict[str, Any]) -> Tuple[Optional[float], Optional[str]]:
+    """``model.weight_ensemble`` and ``model.clip.pretrained`` of the config stored in an
+    mmengine checkpoint (``meta.cfg``, read as literals, never executed); ``(None, None)`` when
+    it has none."""
+    text = checkpoint.get('meta', {}).get('cfg')
+    if not isinstance(text, str):
+        return None, None
+    for node in ast.parse(text).body:
+        if isinstance(node, ast.Assign) and any(
+                isinstance(target, ast.Name) and target.id == 'model' for target in node.targets):
+            try:
+                model = _literal(node.value)
+            except ValueError:
+                return None, None
+            clip = model.get('clip') if isinstance(model, dict) else None
+            return (model.get('weight_ensemble') if isinstance(model, dict) else None,
+                    clip.get('pretrained') if isinstance(clip, dict) else None)
+    return None, None
 
 
 def ensemble(trained: Dict[str, Tensor], original: Dict[str, Tensor],
@@ -84,9 +125,11 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('checkpoint', help='mmengine checkpoint of a CLIMCLIP model')
     parser.add_argument('out', help='output file (.pt)')
-    parser.add_argument('--alpha', type=float, default=1.0,
-                        help='weight of the trained model when ensembling; 1 = no ensembling')
-    parser.add_argument('--original', help='original CLIP checkpoint, needed when --alpha < 1')
+    parser.add_argument('--alpha', type=float,
+                        help="weight of the trained model when ensembling (default: the "
+                        "checkpoint's model.weight_ensemble); 1 = no ensembling")
+    parser.add_argument('--original', help="original CLIP checkpoint to ensemble with (default: "
+                        "the checkpoint's model.clip.pretrained)")
     parser.add_argument('--dtype', choices=sorted(DTYPES), default='fp32',
                         help='dtype of the saved floating-point weights (OpenAI ships fp16)')
     return parser.parse_args()
@@ -94,14 +137,19 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    clip = extract_clip_state_dict(args.checkpoint)
-    if args.alpha != 1.0:
-        if args.original is None:
-            raise ValueError('--alpha < 1 needs --original, the checkpoint to ensemble with')
-        clip = ensemble(clip, read_clip_state_dict(args.original), args.alpha, args.original)
+    checkpoint = load_checkpoint(args.checkpoint)
+    clip = extract_clip_state_dict(checkpoint, args.checkpoint)
+    default_alpha, default_original = ensemble_defaults(checkpoint)
+    alpha = args.alpha if args.alpha is not None else (default_alpha or 1.0)
+    if alpha != 1.0:
+        original = args.original or default_original
+        if original is None:
+            raise ValueError(f'--alpha {alpha} needs the original weights: pass --original (the '
+                             'checkpoint records no model.clip.pretrained)')
+        clip = ensemble(clip, read_clip_state_dict(original), alpha, original)
     dtype = DTYPES[args.dtype]
     torch.save({k: v.to(dtype) if v.is_floating_point() else v for k, v in clip.items()}, args.out)
-    print(f'saved {len(clip)} tensors ({args.dtype}, alpha={args.alpha}) to {args.out}')
+    print(f'saved {len(clip)} tensors ({args.dtype}, alpha={alpha}) to {args.out}')
 
 
 if __name__ == '__main__':

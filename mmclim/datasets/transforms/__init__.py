@@ -2,5 +2,8 @@
 from .cached_mosaic_pseudo_region import CachedMosaicPseudoRegion
 from .load_panoptic_regions import LoadPanopticRegions
 from .mosaic_pseudo_region import MosaicPseudoRegion
+from .random_resized_crop import RandomResizedCrop
 
-__all__ = ['MosaicPseudoRegion', 'CachedMosaicPseudoRegion', 'LoadPanopticRegions']
+__all__ = [
+    'MosaicPseudoRegion', 'CachedMosaicPseudoRegion', 'LoadPanopticRegions', 'RandomResizedCrop'
+]

@@ -107,6 +107,7 @@ class CachedMosaicPseudoRegion(MosaicPseudoRegion):
             results.update(self._mosaic([current], grid=(1, 1)))
         else:
             results.update(self._mosaic([current, *(self.cache[i] for i in indexes)]))
+        results.pop('captions')
         return results
 
     def __repr__(self) -> str:

@@ -9,7 +9,7 @@ from mmcv.transforms.utils import cache_randomness
 from mmdet.registry import TRANSFORMS
 from mmdet.structures.bbox import HorizontalBoxes
 
-from mmclim.structures import DEFAULT_GRID_CHOICES, Grid, grid_cells, to_grid_choices
+from mmclim.structures import DEFAULT_GRID_CHOICES, Grid, MosaicPolicy, grid_cells
 
 # A source image whose shorter side would have to be enlarged more than this to fill a cell is
 # rejected: it carries too little content to be a meaningful pseudo region.
@@ -21,7 +21,8 @@ class MosaicPseudoRegion(BaseTransform):
     """Mosaic image-caption pairs into one canvas whose cells are pseudo regions (CLIM).
 
     The canvas is divided into a ``rows x cols`` grid (one of ``grid_choices``, drawn at random per
-    mosaic). Each of the ``rows * cols`` source images is randomly cropped (area fraction in
+    mosaic by :meth:`mmclim.structures.MosaicPolicy.sample_grid`, the owner of the mosaic
+    composition). Each of the ``rows * cols`` source images is randomly cropped (area fraction in
     ``crop_scale``, with the cell's aspect ratio) and resized to fill its cell, so a cell's box and
     caption come for free. With ``keep_ratio=True`` the crop keeps the image's aspect ratio
     instead and is centred in its cell on ``pad_val``; the pseudo box is still the whole cell.
@@ -44,15 +45,23 @@ class MosaicPseudoRegion(BaseTransform):
 
     - img: the canvas, ``canvas_size``
     - img_shape
-    - captions: one per pseudo box, in box order
-
     Added Keys:
 
     - gt_bboxes (HorizontalBoxes, (rows * cols, 4)): the cells, row-major
-    - gt_bboxes_labels (np.int64, (rows * cols,)): the cell index
+    - gt_bboxes_labels (np.int64, (rows * cols,)): the cell index, which indexes
+      ``region_captions`` (so captions follow their boxes through flips, crops and filters)
     - gt_ignore_flags (bool, (rows * cols,)): all False
+    - region_captions (list[str]): one caption per cell, drawn from its image's captions
     - image_ids (list): ``img_id`` of each cell's source image (None when absent)
-    - mosaic_grid (tuple[int, int]): ``(rows, cols)``
+    - mosaic_grid (tuple[int, int]): ``(rows, cols)``, the drawn grid
+
+    Removed Keys:
+
+    - captions (the current image's alternatives: the canvas has one caption per region)
+
+    Pack ``region_captions`` and ``mosaic_grid`` with ``PackDetInputs(meta_keys=(...,
+    'region_captions', 'mosaic_grid'))``; :class:`mmclim.models.pretrainers.CLIMCLIP` trains
+    each box against its own caption.
 
     Args:
         grid_choices (Sequence[int | Sequence[int]]): Grids to draw from, ``n`` for ``n x n`` or
@@ -79,7 +88,8 @@ class MosaicPseudoRegion(BaseTransform):
                  pad_val: int = 114,
                  max_upscale: float = DEFAULT_MAX_UPSCALE,
                  interpolation: int = cv2.INTER_LINEAR) -> None:
-        self.grid_choices = to_grid_choices(grid_choices)
+        self.policy = MosaicPolicy(grid_choices, field=type(self).__name__)
+        self.grid_choices = self.policy.grid_choices
         self.canvas_size: Tuple[int, int] = ((canvas_size, canvas_size) if isinstance(
             canvas_size, int) else tuple(canvas_size))
         if len(self.canvas_size) != 2 or min(self.canvas_size) < max(
@@ -117,7 +127,7 @@ class MosaicPseudoRegion(BaseTransform):
             about ``rows * cols / len(dataset)``; its caption then repeats, which
             ``CLIMCaptionLoss`` handles with ``caption_ids``.
         """
-        rows, cols = self.grid_choices[np.random.randint(len(self.grid_choices))]
+        rows, cols = self.policy.sample_grid()
         if len(dataset) < rows * cols:
             raise ValueError(
                 f'{type(self).__name__}: the dataset has {len(dataset)} images but a {rows}x{cols} '
@@ -223,12 +233,12 @@ class MosaicPseudoRegion(BaseTransform):
         # Without keep_ratio the cells tile the canvas and every pixel is written.
         canvas = (np.full(shape, self.pad_val, dtype=first.dtype)
                   if self.keep_ratio else np.empty(shape, dtype=first.dtype))
-        captions, image_ids = [], []
+        region_captions, image_ids = [], []
         for source, cell in zip(sources, cells):
             self._check_source(source, (int(cell[3] - cell[1]), int(cell[2] - cell[0])))
         for source, cell, draws in zip(sources, cells, self._sample_draws(len(cells))):
             self._fill_cell(canvas, source['img'], cell, draws)
-            captions.append(source['captions'][int(draws[3] * len(source['captions']))])
+            region_captions.append(source['captions'][int(draws[3] * len(source['captions']))])
             image_ids.append(source.get('img_id'))
         num_cells = len(cells)
         return dict(
@@ -237,7 +247,7 @@ class MosaicPseudoRegion(BaseTransform):
             gt_bboxes=HorizontalBoxes(cells.astype(np.float32)),
             gt_bboxes_labels=np.arange(num_cells, dtype=np.int64),
             gt_ignore_flags=np.zeros(num_cells, dtype=bool),
-            captions=captions,
+            region_captions=region_captions,
             image_ids=image_ids,
             mosaic_grid=grid)
 
@@ -255,6 +265,7 @@ class MosaicPseudoRegion(BaseTransform):
             raise KeyError(f'{type(self).__name__} needs results["mix_results"]; wrap the dataset '
                            f'in MultiImageMixDataset, or use CachedMosaicPseudoRegion')
         results.update(self._mosaic([results, *mix_results]))
+        results.pop('captions')
         return results
 
     def __repr__(self) -> str:

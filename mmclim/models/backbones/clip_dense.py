@@ -2,13 +2,20 @@
 """Dense (per-location) and per-box features of open_clip image towers.
 
 Pure functions on the public submodules of open_clip's ``VisionTransformer`` and
-``ModifiedResNet``. The dense maps follow MaskCLIP (Zhou, Loy and Dai 2022), as CLIM does
-("Enhancing CLIP Model's Region Representation"): the last attention layer is reduced to its
-value path, so that every location is projected into the text-embedding space the way the
-attention output is for the global embedding.
+``ModifiedResNet``; the one place where a CLIP tower becomes a dense map in the text-embedding
+space. Two modes (:data:`DENSE_MODES`):
+
+- ``'clim'``, the default: the official CLIM code's map (``--extract-type v2``). For a ViT, the
+  last block runs per token with its attention reduced to the value path, keeping the residual
+  and the MLP, then ``ln_post`` and ``proj``; for a ModifiedResNet, the attention pool's value
+  and output projections per location. Every location is L2-normalised.
+- ``'maskclip'``: MaskCLIP (Zhou, Loy and Dai 2022): the value path alone (ViT: no residual, no
+  MLP), not normalised.
+
+Boxes are pooled from these maps by :func:`mmclim.models.utils.box_pool`.
 """
 import math
-from typing import List, Tuple
+from typing import List, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +23,9 @@ from open_clip.modified_resnet import ModifiedResNet
 from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 from torch import Tensor
 
+from mmclim.models.utils.box_pool import box_pool
+
+DENSE_MODES = ('clim', 'maskclip')
 # ModifiedResNet halves the resolution in the stem conv, in the stem average pool and in each of
 # layer2, layer3 and layer4: 2 ** 5.
 RESNET_STRIDE = 32
@@ -24,6 +34,11 @@ NUM_PREFIX_TOKENS = 1
 # As open_clip resizes positional embeddings when loading weights into another image size.
 POS_EMBED_INTERPOLATION = 'bicubic'
 POS_EMBED_ANTIALIAS = True
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in DENSE_MODES:
+        raise ValueError(f'dense mode: expected one of {DENSE_MODES}, got {mode!r}')
 
 
 def _check_divisible(images: Tensor, stride: int) -> Tuple[int, int]:
@@ -115,8 +130,8 @@ def vit_tokens_before_last_block(visual: VisionTransformer, images: Tensor) -> T
 def vit_value_path(block: ResidualAttentionBlock, tokens: Tensor) -> Tensor:
     """The attention branch of a block with attention reduced to its value path (MaskCLIP).
 
-    ``ls_1(out_proj(v(ln_1(x))))`` per token: no query or key, no residual, no MLP. ``v`` is the
-    value slice of ``attn.in_proj_weight`` and ``attn.in_proj_bias``.
+    ``ls_1(out_proj(v(ln_1(x))))`` per token: no query or key. ``v`` is the value slice of
+    ``attn.in_proj_weight`` and ``attn.in_proj_bias``.
 
     Args:
         block (ResidualAttentionBlock): An open_clip block built on ``nn.MultiheadAttention``.
@@ -132,24 +147,72 @@ def vit_value_path(block: ResidualAttentionBlock, tokens: Tensor) -> Tensor:
     return block.ls_1(attn.out_proj(values))
 
 
-def vit_dense_features(visual: VisionTransformer, images: Tensor) -> Tensor:
-    """MaskCLIP dense features of a ViT in the embedding space shared with the text tower.
+def vit_last_block_dense(block: ResidualAttentionBlock, tokens: Tensor, mode: str) -> Tensor:
+    """The last ViT block applied to every token independently, as the dense map needs it.
+
+    - ``'clim'``: CLIM's official dense map (its "v2" region features): the block with its
+      attention reduced to the value path but keeping the residual and the MLP,
+      ``x = t + ls_1(attn_v(ln_1(t)))``, ``x = x + ls_2(mlp(ln_2(x)))``.
+    - ``'maskclip'``: MaskCLIP (Zhou, Loy and Dai 2022): the value path alone, no residual and
+      no MLP, ``ls_1(attn_v(ln_1(t)))``.
+
+    Args:
+        block (ResidualAttentionBlock): The last block of an open_clip ViT.
+        tokens (Tensor): Tokens entering the block, shape (B, N, width).
+        mode (str): One of :data:`DENSE_MODES`.
+
+    Returns:
+        Tensor: Shape (B, N, width), to go through ``ln_post`` and ``proj``.
+    """
+    _check_mode(mode)
+    values = vit_value_path(block, tokens)
+    if mode == 'maskclip':
+        return values
+    x = tokens + values
+    return x + block.ls_2(block.mlp(block.ln_2(x)))
+
+
+def vit_tokens_to_map(visual: VisionTransformer, tokens: Tensor, grid: Tuple[int, int],
+                      normalize: bool) -> Tensor:
+    """Patch tokens of the last block into the text-embedding space, as a map.
+
+    Args:
+        visual (VisionTransformer): An open_clip ViT with ``ln_post`` and ``proj``.
+        tokens (Tensor): Patch tokens (no class token), row-major, shape (B, h * w, width).
+        grid (Tuple[int, int]): (h, w).
+        normalize (bool): L2-normalise every location.
+
+    Returns:
+        Tensor: Shape (B, D, h, w).
+    """
+    features = visual.ln_post(tokens) @ visual.proj
+    if normalize:
+        features = F.normalize(features, dim=-1)
+    return features.transpose(1, 2).reshape(tokens.shape[0], -1, *grid).contiguous()
+
+
+def vit_dense_features(visual: VisionTransformer, images: Tensor, mode: str = 'clim') -> Tensor:
+    """Dense features of a ViT in the embedding space shared with the text tower.
+
+    The tokens entering the last block go through :func:`vit_last_block_dense`, ``ln_post`` and
+    ``proj``; in ``'clim'`` mode every location is then L2-normalised, as the official CLIM code
+    does before pooling boxes (``_extract_roi_features_v2``).
 
     Args:
         visual (VisionTransformer): An open_clip ViT image tower whose last block is a
             ``ResidualAttentionBlock`` and which has ``ln_post`` and ``proj``.
         images (Tensor): Normalised images of shape (B, 3, H, W), H and W multiples of the patch
             size p.
+        mode (str): One of :data:`DENSE_MODES`. Defaults to ``'clim'``.
 
     Returns:
         Tensor: Shape (B, D, H/p, W/p), D the output embedding size.
     """
-    height, width = _check_divisible(images, visual.patch_size[0])
+    grid = _check_divisible(images, visual.patch_size[0])
     tokens = vit_tokens_before_last_block(visual, images)
-    patches = vit_value_path(visual.transformer.resblocks[-1], tokens[:, NUM_PREFIX_TOKENS:])
-    features = visual.ln_post(patches) @ visual.proj
-    features = features.transpose(1, 2).reshape(images.shape[0], -1, height, width)
-    return features.contiguous()
+    patches = vit_last_block_dense(visual.transformer.resblocks[-1], tokens[:, NUM_PREFIX_TOKENS:],
+                                   mode)
+    return vit_tokens_to_map(visual, patches, grid, normalize=mode == 'clim')
 
 
 def boxes_to_patch_mask(boxes: Tensor, grid: Tuple[int, int], patch_size: int) -> Tensor:
@@ -224,50 +287,94 @@ def vit_box_attention_pool(visual: VisionTransformer, tokens: Tensor, boxes: Lis
     return visual.ln_post(x[is_box]) @ visual.proj
 
 
-def resnet_dense_features(visual: ModifiedResNet, images: Tensor) -> Tensor:
-    """MaskCLIP dense features of a ModifiedResNet (the RN50x64 family).
-
-    Stem and the four stages, then per location the attention pool's value and output
-    projections, ``c_proj(v_proj(x + pos))``, with the pool's positional embedding interpolated
-    from its trained grid to the feature-map size.
+def resnet_c5(visual: ModifiedResNet, images: Tensor) -> Tensor:
+    """The last stage's output of a ModifiedResNet (stem and ``layer1`` to ``layer4``).
 
     Args:
         visual (ModifiedResNet): An open_clip ModifiedResNet image tower.
         images (Tensor): Normalised images of shape (B, 3, H, W), H and W multiples of 32.
 
     Returns:
-        Tensor: Shape (B, D, H/32, W/32), D the output embedding size.
+        Tensor: Shape (B, 32 * width, H/32, W/32).
     """
     _check_divisible(images, RESNET_STRIDE)
     x = visual.stem(images)
     for stage in (visual.layer1, visual.layer2, visual.layer3, visual.layer4):
         x = stage(x)
-    return resnet_dense_from_c5(visual, x)
+    return x
 
 
-def resnet_dense_from_c5(visual: ModifiedResNet, c5: Tensor) -> Tensor:
-    """MaskCLIP dense map of a ModifiedResNet from its last stage's output.
+def resnet_dense_features(visual: ModifiedResNet, images: Tensor, mode: str = 'clim') -> Tensor:
+    """Dense features of a ModifiedResNet (the RN50x64 family): :func:`resnet_dense_from_c5`
+    of :func:`resnet_c5`.
+
+    Args:
+        visual (ModifiedResNet): An open_clip ModifiedResNet image tower.
+        images (Tensor): Normalised images of shape (B, 3, H, W), H and W multiples of 32.
+        mode (str): One of :data:`DENSE_MODES`. Defaults to ``'clim'``.
+
+    Returns:
+        Tensor: Shape (B, D, H/32, W/32), D the output embedding size.
+    """
+    return resnet_dense_from_c5(visual, resnet_c5(visual, images), mode)
+
+
+def resnet_dense_from_c5(visual: ModifiedResNet, c5: Tensor, mode: str = 'clim') -> Tensor:
+    """Dense map of a ModifiedResNet from its last stage's output.
 
     The attention pool reduced to its value path per location, ``c_proj(v_proj(x + pos))``, the
-    pool's positional embedding interpolated to the map size: the part of
-    :func:`resnet_dense_features` after the stages, so a caller that has run the stages (the
-    detector backbone) reuses them.
+    pool's positional embedding interpolated to the map size; L2-normalised per location in
+    ``'clim'`` mode (the official CLIM code's ``encode_dense``).
 
     Args:
         visual (ModifiedResNet): An open_clip ModifiedResNet image tower.
         c5 (Tensor): Output of ``visual.layer4``, shape (B, 32 * width, h, w).
+        mode (str): One of :data:`DENSE_MODES`. Defaults to ``'clim'``.
 
     Returns:
         Tensor: Shape (B, D, h, w), D the output embedding size.
     """
+    _check_mode(mode)
     batch_size, _, height, width = c5.shape
     pool = visual.attnpool
-    trained_side = math.isqrt(pool.positional_embedding.shape[0] - NUM_PREFIX_TOKENS)
-    pos_embed = interpolate_pos_embed(pool.positional_embedding, (trained_side, trained_side),
+    pos_embed = interpolate_pos_embed(pool.positional_embedding, resnet_pool_grid(visual),
                                       (height, width))[NUM_PREFIX_TOKENS:]
     tokens = c5.flatten(2).transpose(1, 2) + pos_embed.to(c5.dtype)
     features = pool.c_proj(pool.v_proj(tokens))
+    if mode == 'clim':
+        features = F.normalize(features, dim=-1)
     return features.transpose(1, 2).reshape(batch_size, -1, height, width).contiguous()
+
+
+def resnet_pool_grid(visual: ModifiedResNet) -> Tuple[int, int]:
+    """The grid the attention pool's positional embedding was trained on (14 x 14 for RN50x64
+    at 448 pixels)."""
+    side = math.isqrt(visual.attnpool.positional_embedding.shape[0] - NUM_PREFIX_TOKENS)
+    return side, side
+
+
+def resnet_attnpool_regions(visual: ModifiedResNet, c5: Tensor,
+                            boxes: Union[List[Tensor], Tensor]) -> Tensor:
+    """Region embeddings of a ModifiedResNet: each box RoIAligned from C5 to the attention
+    pool's trained grid, then CLIP's own attention pool.
+
+    This is the official CLIM code's region feature of a ResNet (``_extract_roi_features_v2``:
+    a 14 x 14 RoIAlign on C5 for RN50x64, then ``attnpool``) and F-VLM's VLM region score.
+
+    Args:
+        visual (ModifiedResNet): An open_clip ModifiedResNet image tower.
+        c5 (Tensor): Output of ``visual.layer4``, shape (B, 32 * width, h, w).
+        boxes (list[Tensor] | Tensor): B tensors of boxes (x1, y1, x2, y2) in input pixels of
+            shape (K_i, 4), or RoIs of shape (K, 5).
+
+    Returns:
+        Tensor: Shape (K, D), images then boxes in order.
+    """
+    side = resnet_pool_grid(visual)[0]
+    pooled = box_pool(c5, boxes, RESNET_STRIDE, output_size=side)
+    if pooled.shape[0] == 0:
+        return c5.new_zeros(0, visual.output_dim)
+    return visual.attnpool(pooled)
 
 
 def mask_cell_weights(masks: Tensor, grid: Tuple[int, int]) -> Tensor:

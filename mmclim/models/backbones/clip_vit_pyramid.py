@@ -9,7 +9,8 @@ from open_clip.modified_resnet import ModifiedResNet
 from open_clip.transformer import VisionTransformer
 from torch import Tensor
 
-from .clip_dense import NUM_PREFIX_TOKENS, resnet_dense_from_c5, vit_embed_tokens, vit_value_path
+from .clip_dense import (NUM_PREFIX_TOKENS, resnet_dense_from_c5, vit_embed_tokens,
+                         vit_last_block_dense, vit_tokens_to_map)
 from .open_clip_region import OpenCLIPRegion
 
 # ViT-B/16 blocks whose patch tokens feed the pyramid: CLIM's F-VLM on ViT-B/16 takes the "3th,
@@ -152,11 +153,11 @@ class CLIPViTPyramidBackbone(BaseModule):
         tokens_after = {EMBEDDED_TOKENS_INDEX: tokens, **dict(zip(wanted, intermediates))}
         maps = tuple(tokens_after[index][:, NUM_PREFIX_TOKENS:].transpose(1, 2).reshape(
             batch_size, -1, *grid).contiguous() for index in self.out_indices)
-        last_block = visual.transformer.resblocks[-1]
-        patches = vit_value_path(last_block,
-                                 tokens_after[self._dense_index][:, NUM_PREFIX_TOKENS:])
-        dense = (visual.ln_post(patches) @ visual.proj).transpose(1, 2)
-        return maps + (dense.reshape(batch_size, -1, *grid).contiguous(), )
+        mode = self.vlm.dense_mode
+        patches = vit_last_block_dense(visual.transformer.resblocks[-1],
+                                       tokens_after[self._dense_index][:, NUM_PREFIX_TOKENS:],
+                                       mode)
+        return maps + (vit_tokens_to_map(visual, patches, grid, normalize=mode == 'clim'), )
 
     def _forward_resnet(self, images: Tensor) -> Tuple[Tensor, ...]:
         height, width = images.shape[-2:]
@@ -168,5 +169,5 @@ class CLIPViTPyramidBackbone(BaseModule):
         intermediates = self.visual.forward_intermediates(images, indices=wanted,
                                                           intermediates_only=True)
         outputs = dict(zip(wanted, intermediates['image_intermediates']))
-        dense = resnet_dense_from_c5(self.visual, outputs[self._dense_index])
+        dense = resnet_dense_from_c5(self.visual, outputs[self._dense_index], self.vlm.dense_mode)
         return tuple(outputs[index] for index in self.out_indices) + (dense, )

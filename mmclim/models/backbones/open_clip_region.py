@@ -1,14 +1,12 @@
 # Copyright (c) mmclim contributors. All rights reserved.
 from contextlib import nullcontext
 from pathlib import Path
-from typing import List, NoReturn, Optional, Tuple
+from typing import List, NoReturn, Optional, Tuple, Union
 
 import open_clip
 import torch
 import torch.nn.functional as F
-from mmcv.ops import roi_align
 from mmdet.registry import MODELS
-from mmdet.structures.bbox import bbox2roi
 from mmdet.utils import OptMultiConfig
 from mmengine.model import BaseModule
 from mmengine.utils import is_list_of
@@ -16,33 +14,42 @@ from open_clip.modified_resnet import ModifiedResNet
 from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 from torch import Tensor, nn
 
+from mmclim.models.utils.box_pool import box_pool
 from .clip_checkpoint import load_clip_checkpoint
-from .clip_dense import (RESNET_STRIDE, mask_pool, resnet_dense_features, vit_box_attention_pool,
-                         vit_dense_features, vit_tokens_before_last_block)
+from .clip_dense import (DENSE_MODES, RESNET_STRIDE, mask_pool, resnet_attnpool_regions, resnet_c5,
+                         resnet_dense_from_c5, vit_box_attention_pool, vit_dense_features,
+                         vit_tokens_before_last_block)
 
 # open_clip-format JSON configs of the tiny test models; registered on import.
 MODEL_CONFIG_DIR = Path(__file__).parent / 'model_configs'
 open_clip.add_model_config(MODEL_CONFIG_DIR)
 
-REGION_MODES = ('roi_align', 'attn_mask')
-# One RoIAlign bin per box with adaptive sampling (ceil(box size / bin size) points per axis):
-# on a map of stride s, the whole-image box samples every cell centre once, so its feature is the
-# map's spatial mean.
-ROI_OUTPUT_SIZE = 1
-ROI_ADAPTIVE_SAMPLING = 0
+# 'roi_align' (ViT): RoIAlign of the dense map; 'attn_pool' (ModifiedResNet): RoIAlign of C5 to
+# the attention pool's grid, then the pool; 'attn_mask' (ViT): class-token attention restricted
+# to the box. The first two are the official CLIM code's region features of each tower.
+REGION_MODES = ('roi_align', 'attn_pool', 'attn_mask')
+DEFAULT_REGION_MODE = dict(vit='roi_align', resnet='attn_pool')
 DEFAULT_TEXT_BATCH_SIZE = 256
-# open_clip's ViT lock groups are [embeddings], blocks[0], ..., blocks[-2], [blocks[-1], ln_post],
-# [proj]: unlocking the last N blocks with ln_post and proj means unlocking the last N + 1 groups.
-VIT_HEAD_GROUPS = 1
+RESNET_STAGES = ('layer1', 'layer2', 'layer3', 'layer4')
 
 
 @MODELS.register_module()
 class OpenCLIPRegion(BaseModule):
     """An open_clip CLIP model with dense, region, image and text embeddings for CLIM.
 
-    Region features follow CLIM's "Enhancing CLIP Model's Region Representation": MaskCLIP dense
-    maps from the last attention layer (:mod:`.clip_dense`), pooled per box by RoIAlign. For ViTs a
-    second mode pools each box with the last block's class-token attention masked to the box.
+    Dense maps and region features are those of the official CLIM code by default
+    (:mod:`.clip_dense`, ``dense_mode='clim'``): for a ViT, the normalised "v2" map with each box
+    RoIAligned from it; for a ModifiedResNet, each box RoIAligned from C5 to the attention pool's
+    grid and pooled by CLIP's attention pool. MaskCLIP's map (``dense_mode='maskclip'``) and
+    class-token attention masked to the box (``region_mode='attn_mask'``, ViT) are options.
+
+    Trainable parameters, as the official CLIM fine-tuning sets them with
+    ``unlocked_vision_blocks=N`` and ``freeze_projection=True``: for a ViT, the last N
+    transformer blocks (``ln_post`` and ``proj``, which map into the text space, stay frozen);
+    for a ModifiedResNet, the last N stages (N=1: ``layer4``) and the attention pool's
+    positional embedding and query and key projections (its value and output projections stay
+    frozen); BatchNorm layers always frozen (``norm_eval``). ``logit_scale`` is trainable
+    unless both towers are entirely frozen.
 
     Images are expected normalised with the CLIP mean and std (``open_clip.OPENAI_DATASET_MEAN``
     and ``OPENAI_DATASET_STD``). Weights released by OpenAI need the ``-quickgelu`` configs
@@ -56,21 +63,20 @@ class OpenCLIPRegion(BaseModule):
         pretrained (str, optional): Local CLIP checkpoint (see
             :func:`~.clip_checkpoint.load_clip_checkpoint`). Nothing is downloaded; None keeps
             the random initialisation. Defaults to None.
-        region_mode (str): ``'roi_align'``: RoIAlign on the dense map. ``'attn_mask'`` (ViT with
-            class-token pooling only): class-token attention restricted to each box's patches.
-            Defaults to 'roi_align'.
-        unlocked_vision_blocks (int, optional): None trains the whole image tower. N freezes all
-            of it but, for a ViT, the last N transformer blocks with ``ln_post`` and ``proj``
-            (open_clip ``lock_image_tower(unlocked_groups=N + 1)``). N = 0 freezes everything;
-            N = the number of blocks still freezes the patch and positional embeddings and
-            ``ln_pre``.
-            open_clip's ModifiedResNet only locks as a whole, so for it N must be 0.
+        dense_mode (str): ``'clim'`` or ``'maskclip'`` (:data:`.clip_dense.DENSE_MODES`).
+            Defaults to ``'clim'``.
+        region_mode (str, optional): One of :data:`REGION_MODES`; None picks the official one,
+            ``'roi_align'`` for a ViT and ``'attn_pool'`` for a ModifiedResNet. Defaults to None.
+        unlocked_vision_blocks (int, optional): None trains the whole image tower. N freezes it
+            but the last N ViT blocks or ModifiedResNet stages (see above); 0 freezes it all.
             Defaults to None.
-        freeze_text (bool): Freeze the text tower (open_clip ``lock_text_tower``).
-            ``logit_scale`` belongs to neither tower and stays trainable. Defaults to True.
-        norm_eval (bool): Keep the BatchNorm layers of a ModifiedResNet in eval mode, i.e. their
-            running statistics frozen. They always are when the tower is frozen.
-            Defaults to True.
+        freeze_projection (bool): With ``unlocked_vision_blocks``, keep frozen the layers that
+            project into the text space (ViT ``ln_post`` and ``proj``; ModifiedResNet attention
+            pool ``v_proj`` and ``c_proj``), as the official code does. Defaults to True.
+        freeze_text (bool): Freeze the text tower (open_clip ``lock_text_tower``); texts are
+            then embedded without a graph. Defaults to True.
+        norm_eval (bool): Keep the BatchNorm layers of a ModifiedResNet frozen: eval mode and no
+            gradient (the official code's ``freeze_all_bns``). Defaults to True.
         grad_checkpointing (bool): Gradient checkpointing of the ViT blocks before the last
             (open_clip ``set_grad_checkpointing``). Defaults to False.
         init_cfg (dict or List[dict], optional): mmengine initialisation config.
@@ -80,29 +86,35 @@ class OpenCLIPRegion(BaseModule):
     def __init__(self,
                  model_name: str,
                  pretrained: Optional[str] = None,
-                 region_mode: str = 'roi_align',
+                 dense_mode: str = 'clim',
+                 region_mode: Optional[str] = None,
                  unlocked_vision_blocks: Optional[int] = None,
+                 freeze_projection: bool = True,
                  freeze_text: bool = True,
                  norm_eval: bool = True,
                  grad_checkpointing: bool = False,
                  init_cfg: OptMultiConfig = None) -> None:
         super().__init__(init_cfg=init_cfg)
-        if region_mode not in REGION_MODES:
-            raise ValueError(f'{type(self).__name__}.region_mode: expected one of {REGION_MODES}, '
-                             f'got {region_mode!r}')
         self.model_name = model_name
-        self.region_mode = region_mode
+        self.pretrained = pretrained
+        if dense_mode not in DENSE_MODES:
+            self._fail('dense_mode', f'expected one of {DENSE_MODES}, got {dense_mode!r}')
+        self.dense_mode = dense_mode
         self.norm_eval = norm_eval
         self.clip = open_clip.create_model(model_name, pretrained=None)
+        tower = 'vit' if self.is_vit else 'resnet'
+        self.region_mode = DEFAULT_REGION_MODE[tower] if region_mode is None else region_mode
         self._check_supported()
         if pretrained is not None:
             load_clip_checkpoint(self.clip, pretrained)
         self.clip.set_grad_checkpointing(grad_checkpointing)
         self.tokenizer = open_clip.get_tokenizer(model_name)
-        self.vision_locked = unlocked_vision_blocks == 0
-        self._lock_vision(unlocked_vision_blocks)
+        self._lock_vision(unlocked_vision_blocks, freeze_projection)
+        self.freeze_text = freeze_text
         if freeze_text:
             self.clip.lock_text_tower(unlocked_layers=0)
+        if unlocked_vision_blocks == 0 and freeze_text:
+            self.clip.logit_scale.requires_grad_(False)
 
     @property
     def is_vit(self) -> bool:
@@ -133,15 +145,21 @@ class OpenCLIPRegion(BaseModule):
         if not isinstance(self.clip, open_clip.CLIP):
             self._fail('model_name', f'expected a config building open_clip.CLIP, got '
                        f'{type(self.clip).__name__}')
+        if self.region_mode not in REGION_MODES:
+            self._fail('region_mode', f'expected None or one of {REGION_MODES}, got '
+                       f'{self.region_mode!r}')
         visual = self.clip.visual
         if isinstance(visual, ModifiedResNet):
             if self.region_mode == 'attn_mask':
                 self._fail('region_mode', "'attn_mask' needs a ViT image tower, got a "
-                           "ModifiedResNet; use 'roi_align'")
+                           "ModifiedResNet; use 'attn_pool' or 'roi_align'")
             return
         if not isinstance(visual, VisionTransformer):
             self._fail('model_name', f'expected a VisionTransformer or ModifiedResNet image '
                        f'tower, got {type(visual).__name__}')
+        if self.region_mode == 'attn_pool':
+            self._fail('region_mode', "'attn_pool' needs a ModifiedResNet image tower; use "
+                       "'roi_align' or 'attn_mask'")
         last_block = visual.transformer.resblocks[-1]
         if not (isinstance(last_block, ResidualAttentionBlock)
                 and isinstance(last_block.attn, nn.MultiheadAttention)
@@ -161,25 +179,54 @@ class OpenCLIPRegion(BaseModule):
             self._fail('region_mode', "'attn_mask' needs class-token pooling "
                        f"(vision_cfg.pool_type 'tok'), got {visual.pool_type!r}")
 
-    def _lock_vision(self, unlocked_blocks: Optional[int]) -> None:
-        """Freeze the image tower but its last ``unlocked_blocks`` blocks (None: train all)."""
+    def _lock_vision(self, unlocked_blocks: Optional[int], freeze_projection: bool) -> None:
+        """Freeze the image tower but its last ``unlocked_blocks`` blocks or stages (None: train
+        it all; BatchNorm of a ModifiedResNet stays frozen with ``norm_eval``)."""
+        visual = self.clip.visual
         if unlocked_blocks is None:
+            if not self.is_vit and self.norm_eval:
+                self._freeze_batch_norms()
             return
+        units = (list(visual.transformer.resblocks) if self.is_vit else
+                 [getattr(visual, name) for name in RESNET_STAGES])
+        kind = 'ViT blocks' if self.is_vit else 'ModifiedResNet stages'
+        if not (isinstance(unlocked_blocks, int) and 0 <= unlocked_blocks <= len(units)):
+            self._fail('unlocked_vision_blocks', f'expected None or 0 to {len(units)} (the '
+                       f'number of {kind}), got {unlocked_blocks!r}')
+        # open_clip's lock freezes the whole tower; the official trainable part is unlocked
+        # again below.
+        self.clip.lock_image_tower(unlocked_groups=0)
+        if unlocked_blocks == 0:
+            return
+        for unit in units[len(units) - unlocked_blocks:]:
+            unit.requires_grad_(True)
+        if self.is_vit:
+            head = [visual.ln_post]
+            head_params = [visual.proj]
+        else:
+            pool = visual.attnpool
+            pool.q_proj.requires_grad_(True)
+            pool.k_proj.requires_grad_(True)
+            pool.positional_embedding.requires_grad_(True)
+            head, head_params = [pool.v_proj, pool.c_proj], []
+        if not freeze_projection:
+            for module in head:
+                module.requires_grad_(True)
+            for param in head_params:
+                param.requires_grad_(True)
         if not self.is_vit:
-            if unlocked_blocks != 0:
-                self._fail('unlocked_vision_blocks', 'open_clip locks a ModifiedResNet only as a '
-                           f'whole: expected None or 0, got {unlocked_blocks}')
-            self.clip.lock_image_tower(unlocked_groups=0)
-            return
-        num_blocks = len(self.clip.visual.transformer.resblocks)
-        if not 0 <= unlocked_blocks <= num_blocks:
-            self._fail('unlocked_vision_blocks', f'expected None or 0 to {num_blocks} (the number '
-                       f'of ViT blocks), got {unlocked_blocks}')
-        unlocked_groups = unlocked_blocks + VIT_HEAD_GROUPS if unlocked_blocks else 0
-        self.clip.lock_image_tower(unlocked_groups=unlocked_groups)
+            self._freeze_batch_norms()
+
+    def _batch_norms(self) -> List[nn.Module]:
+        return [module for module in self.clip.visual.modules()
+                if isinstance(module, nn.modules.batchnorm._BatchNorm)]
+
+    def _freeze_batch_norms(self) -> None:
+        for module in self._batch_norms():
+            module.requires_grad_(False)
 
     def train(self, mode: bool = True) -> 'OpenCLIPRegion':
-        """Set the training mode, keeping ModifiedResNet BatchNorm in eval mode when frozen.
+        """Set the training mode, keeping frozen ModifiedResNet BatchNorm in eval mode.
 
         Args:
             mode (bool): Training (True) or evaluation (False) mode. Defaults to True.
@@ -188,14 +235,15 @@ class OpenCLIPRegion(BaseModule):
             OpenCLIPRegion: self.
         """
         super().train(mode)
-        if mode and not self.is_vit and (self.norm_eval or self.vision_locked):
-            for module in self.clip.visual.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        if mode and not self.is_vit:
+            for module in self._batch_norms():
+                if self.norm_eval or not any(p.requires_grad for p in module.parameters()):
                     module.eval()
         return self
 
     def dense_features(self, images: Tensor) -> Tensor:
-        """MaskCLIP dense map in the text-embedding space.
+        """The dense map in the text-embedding space (``dense_mode``; normalised for
+        ``'clim'``).
 
         Args:
             images (Tensor): Normalised images of shape (B, 3, H, W), H and W multiples of
@@ -205,8 +253,9 @@ class OpenCLIPRegion(BaseModule):
             Tensor: Shape (B, D, H/s, W/s).
         """
         if self.is_vit:
-            return vit_dense_features(self.clip.visual, images)
-        return resnet_dense_features(self.clip.visual, images)
+            return vit_dense_features(self.clip.visual, images, self.dense_mode)
+        return resnet_dense_from_c5(self.clip.visual, resnet_c5(self.clip.visual, images),
+                                    self.dense_mode)
 
     def forward(self, images: Tensor) -> Tuple[Tensor]:
         """Backbone interface: the dense map as a one-level feature tuple.
@@ -218,6 +267,43 @@ class OpenCLIPRegion(BaseModule):
             Tuple[Tensor]: One map of shape (B, D, H/s, W/s).
         """
         return (self.dense_features(images), )
+
+    def region_source(self, images: Tensor) -> Tensor:
+        """The map :meth:`pool_regions` pools boxes from (``'roi_align'`` and ``'attn_pool'``).
+
+        Args:
+            images (Tensor): See :meth:`dense_features`, shape (B, 3, H, W).
+
+        Returns:
+            Tensor: The dense map (B, D, H/s, W/s) for ``'roi_align'``; C5 of a ModifiedResNet,
+            (B, 32 * width, H/32, W/32), for ``'attn_pool'``.
+        """
+        if self.region_mode == 'attn_pool':
+            return resnet_c5(self.clip.visual, images)
+        if self.region_mode != 'roi_align':
+            self._fail('region_mode', f"region_source needs 'roi_align' or 'attn_pool', got "
+                       f'{self.region_mode!r}')
+        return self.dense_features(images)
+
+    def pool_regions(self, source: Tensor, boxes: Union[List[Tensor], Tensor],
+                     normalize: bool = False) -> Tensor:
+        """Region embeddings of boxes from :meth:`region_source`'s map.
+
+        Args:
+            source (Tensor): Output of :meth:`region_source` (or the same map computed in
+                another pass, e.g. by the F-VLM backbone), shape (B, C, h, w).
+            boxes (list[Tensor] | Tensor): B tensors of boxes (x1, y1, x2, y2) in input pixels
+                of shape (K_i, 4), or RoIs (K, 5).
+            normalize (bool): L2-normalise the embeddings. Defaults to False.
+
+        Returns:
+            Tensor: Shape (K, D), images then boxes in order.
+        """
+        if self.region_mode == 'attn_pool':
+            features = resnet_attnpool_regions(self.clip.visual, source, boxes)
+        else:
+            features = box_pool(source, boxes, self.stride)
+        return F.normalize(features, dim=-1) if normalize else features
 
     def region_features(self, images: Tensor, boxes: List[Tensor],
                         normalize: bool = False) -> Tensor:
@@ -239,12 +325,8 @@ class OpenCLIPRegion(BaseModule):
             tokens = vit_tokens_before_last_block(self.clip.visual, images)
             grid = (images.shape[-2] // self.stride, images.shape[-1] // self.stride)
             features = vit_box_attention_pool(self.clip.visual, tokens, boxes, grid)
-        else:
-            dense = self.dense_features(images)
-            rois = bbox2roi([b.to(dense) for b in boxes])
-            features = roi_align(dense, rois, ROI_OUTPUT_SIZE, 1.0 / self.stride,
-                                 ROI_ADAPTIVE_SAMPLING, 'avg', True).flatten(1)
-        return F.normalize(features, dim=-1) if normalize else features
+            return F.normalize(features, dim=-1) if normalize else features
+        return self.pool_regions(self.region_source(images), boxes, normalize)
 
     def mask_features(self, images: Tensor, masks: List[Tensor],
                       normalize: bool = False) -> Tensor:
@@ -299,14 +381,15 @@ class OpenCLIPRegion(BaseModule):
                     texts: List[str],
                     normalize: bool = True,
                     batch_size: int = DEFAULT_TEXT_BATCH_SIZE,
-                    no_grad: bool = True) -> Tensor:
+                    no_grad: Optional[bool] = None) -> Tensor:
         """Text embeddings with the model's bundled open_clip tokenizer.
 
         Args:
             texts (List[str]): T texts.
             normalize (bool): L2-normalise the embeddings. Defaults to True.
             batch_size (int): Texts per forward pass. Defaults to 256.
-            no_grad (bool): Run without building a graph. Defaults to True.
+            no_grad (bool, optional): Run without building a graph. None builds one exactly when
+                the text tower trains (``freeze_text=False``). Defaults to None.
 
         Returns:
             Tensor: Shape (T, D).
@@ -317,6 +400,8 @@ class OpenCLIPRegion(BaseModule):
             raise ValueError(f'batch_size: expected a positive int, got {batch_size}')
         device = self.clip.token_embedding.weight.device
         embeddings = [self.clip.logit_scale.new_zeros(0, self.embed_dim)]
+        if no_grad is None:
+            no_grad = self.freeze_text
         with torch.no_grad() if no_grad else nullcontext():
             for start in range(0, len(texts), batch_size):
                 tokens = self.tokenizer(texts[start:start + batch_size]).to(device)

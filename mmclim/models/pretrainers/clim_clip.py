@@ -1,59 +1,86 @@
 # Copyright (c) mmclim contributors. All rights reserved.
 """Fine-tune CLIP with CLIM (paper section "Enhancing CLIP Model's Region Representation")."""
 from collections import OrderedDict, defaultdict
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from contextlib import contextmanager
+from typing import Dict, Iterator, List, Optional, Tuple, Union
 
-import numpy as np
 import torch
 from mmdet.registry import MODELS
 from mmengine.dist import all_reduce, get_world_size
+from mmengine.logging import print_log
 from mmengine.model import BaseModel
 from mmengine.structures import BaseDataElement
 from torch import Tensor
 
 from mmclim.models.losses import caption_ids_from_texts
-from mmclim.models.utils import batch_mosaic, sample_mosaic_grids
-from mmclim.structures import DEFAULT_GRID_CHOICES, Grid, to_grid_choices
+from mmclim.models.utils import batch_mosaic
+from mmclim.structures import Grid, MosaicPolicy, grid_size, load_class_embeddings
 
 TRAIN_MODES = ('clim', 'image')
-# CLIP clamps its learned temperature so that the logit scale stays at most 100.
+# CLIP clamps its learned temperature so that the logit scale stays at most 100 (the official
+# code clamps the parameter to [0, ln 100] after each step).
 MAX_LOGIT_SCALE = 100.0
+# The keys a pipeline mosaic (MosaicPseudoRegion) carries in its metainfo: one caption per pseudo
+# box, indexed by the box's label, and the grid it was drawn with.
+REGION_CAPTIONS_KEY = 'region_captions'
+MOSAIC_GRID_KEY = 'mosaic_grid'
+# The key of a single image's alternative captions (caption datasets), one drawn per step.
+CAPTIONS_KEY = 'captions'
+MOSAIC_INTERPOLATIONS = ('bilinear', 'bicubic')
 
 
 @MODELS.register_module()
 class CLIMCLIP(BaseModel):
     """CLIP trained on image-caption pairs, with CLIM mosaics or image-level (the baseline).
 
-    In ``mode='clim'`` each training batch is split: about ``mosaic_fraction`` of its images are
-    tiled by :func:`mmclim.models.utils.batch_mosaic` into canvases of grids drawn from
-    ``grid_choices``; every cell is a pseudo region whose feature (RoIAlign on the dense CLIP map,
-    :meth:`OpenCLIPRegion.region_features`) is aligned with its image's caption. The other images
-    stay single and their image-level embedding (:meth:`OpenCLIPRegion.encode_image`) is aligned
-    with their captions too, in the same :class:`CLIMCaptionLoss` (negatives gathered across
-    ranks). ``mode='image'`` aligns every image's embedding with its caption: CLIP's own
-    objective, the baseline CLIM is compared with. One caption is drawn per image per step when
-    an image has several; identical captions are not negatives of each other.
+    In ``mode='clim'`` the mosaics of each batch come from the :class:`MosaicPolicy` ``mosaic``
+    (the one owner of the composition: grids, how many, the budget, checked against the per-GPU
+    batch when built): consecutive images of the shuffled batch are tiled by
+    :func:`mmclim.models.utils.batch_mosaic` into canvases, every cell is a pseudo region whose
+    feature (:meth:`OpenCLIPRegion.region_features`) is aligned with its image's caption, and the
+    images left over stay single, aligned by their image-level embedding
+    (:meth:`OpenCLIPRegion.encode_image`), all in one :class:`CLIMCaptionLoss` (negatives from
+    every rank). ``mode='image'`` aligns every image by its embedding: CLIP's own objective, the
+    baseline CLIM is compared with. One caption is drawn per image per step from its
+    ``metainfo['captions']``; identical captions are not negatives of each other.
+
+    Batches of pipeline mosaics (:class:`mmclim.datasets.transforms.MosaicPseudoRegion`, with
+    ``'region_captions'`` and ``'mosaic_grid'`` in ``PackDetInputs``' ``meta_keys``) are used as
+    they come: box ``j`` of a canvas (``gt_instances.bboxes[j]``) meets
+    ``metainfo['region_captions'][gt_instances.labels[j]]``.
 
     At test time (``predict``) it classifies the ground-truth regions of each image zero-shot:
-    region features of ``gt_instances.bboxes`` (RoIAlign), or of ``gt_instances.masks`` (mask
-    pooling) when every sample has masks and ``use_masks``, against ``class_embeddings``, written
-    to ``pred_region_scores`` (N, C) for :class:`RegionClassificationMetric`.
+    region features of ``gt_instances.bboxes``, or of ``gt_instances.masks`` (mask pooling) when
+    every sample has masks and ``use_masks``, against ``class_embeddings``, written to
+    ``pred_region_scores`` (N, C) for :class:`RegionClassificationMetric`.
+
+    **Weight ensembling.** With ``weight_ensemble=alpha`` the model keeps the original values of
+    its trainable parameters (from ``clip.pretrained``); :meth:`ensembled_weights` swaps in
+    ``alpha * trained + (1 - alpha) * original`` for evaluation, as the official code evaluates
+    and exports its models (alpha 0.7). :class:`mmclim.engine.WeightEnsembleHook` does it around
+    every validation and test epoch; ``tools/model_converters/clim_to_openclip.py`` exports the
+    same weights.
 
     Args:
-        clip (dict): Config of an :class:`OpenCLIPRegion` (model name, local checkpoint, frozen
-            blocks; its text tower should stay frozen).
+        clip (dict): Config of an :class:`OpenCLIPRegion` (model name, local checkpoint,
+            trainable blocks).
         loss (dict): Config of the contrastive loss. Defaults to ``dict(type='CLIMCaptionLoss')``.
         mode (str): ``'clim'`` or ``'image'``. Defaults to ``'clim'``.
-        grid_choices (Sequence): Grids of the mosaics. Defaults to 2x2, 3x3 and 4x4 (Table 2b).
-        mosaic_fraction (float): Share of each batch that goes into mosaics; the paper splits
-            Detic's caption batch half and half. Defaults to 0.5.
-        canvas_size (int, optional): Side of every mosaic canvas (the paper trains at 1024).
-            None makes each cell the size of the input images (canvas = grid x image size).
-            Defaults to None.
+        mosaic (dict, optional): :class:`MosaicPolicy` arguments (``grid_choices``,
+            ``composition``, ``batch_size``, ``mosaic_fraction``); ``mode='clim'`` only.
+            Defaults to ``dict()``: one 2x2, 3x3 and 4x4 mosaic per 29 images.
+        canvas_size (int, optional): Side of every mosaic canvas (the official code resizes
+            every canvas to 1024). None makes each cell the size of the input images (canvas =
+            grid x image size). Defaults to None.
+        mosaic_interpolation (str): How images are resized into their cells, ``'bicubic'`` (the
+            official code) or ``'bilinear'``. Defaults to ``'bicubic'``.
         class_embeddings (str, optional): ``.npy`` of (C, D) class-name text embeddings from
             ``tools/generate_text_embeddings.py``, needed by ``predict`` only. Defaults to None.
         use_masks (bool): In ``predict``, pool ground-truth masks instead of boxes when the
             samples have them. Defaults to True.
+        weight_ensemble (float, optional): The weight alpha of the trained parameters in the
+            evaluated and exported model, in (0, 1]; None or 1 evaluates the trained weights.
+            Defaults to None.
         data_preprocessor (dict, optional): Normalises and batches the images. Defaults to None.
         init_cfg (dict, optional): Initialisation config. Defaults to None.
     """
@@ -62,45 +89,71 @@ class CLIMCLIP(BaseModel):
                  clip: dict,
                  loss: Optional[dict] = None,
                  mode: str = 'clim',
-                 grid_choices: Sequence[Union[int, Sequence[int]]] = DEFAULT_GRID_CHOICES,
-                 mosaic_fraction: float = 0.5,
+                 mosaic: Optional[dict] = None,
                  canvas_size: Optional[int] = None,
+                 mosaic_interpolation: str = 'bicubic',
                  class_embeddings: Optional[str] = None,
                  use_masks: bool = True,
+                 weight_ensemble: Optional[float] = None,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        name = type(self).__name__
         if mode not in TRAIN_MODES:
-            raise ValueError(f'{type(self).__name__}.mode: expected one of {TRAIN_MODES}, '
-                             f'got {mode!r}')
-        if not 0 <= mosaic_fraction <= 1:
-            raise ValueError(f'{type(self).__name__}.mosaic_fraction: expected a value in '
-                             f'[0, 1], got {mosaic_fraction}')
+            raise ValueError(f'{name}.mode: expected one of {TRAIN_MODES}, got {mode!r}')
+        if mosaic_interpolation not in MOSAIC_INTERPOLATIONS:
+            raise ValueError(f'{name}.mosaic_interpolation: expected one of '
+                             f'{MOSAIC_INTERPOLATIONS}, got {mosaic_interpolation!r}')
+        if canvas_size is not None and not (isinstance(canvas_size, int) and canvas_size > 0):
+            raise ValueError(f'{name}.canvas_size: expected None or a positive int, got '
+                             f'{canvas_size!r}')
         self.clip = MODELS.build(clip)
         self.loss_module = MODELS.build(loss or dict(type='CLIMCaptionLoss'))
         self.mode = mode
-        self.grid_choices = to_grid_choices(grid_choices)
-        self.mosaic_fraction = mosaic_fraction
+        self.mosaic = MosaicPolicy(**(mosaic or {}), field='model.mosaic')
         self.canvas_size = canvas_size
+        self.mosaic_interpolation = mosaic_interpolation
+        if canvas_size is not None:
+            self._check_canvas(canvas_size)
         self.class_embeddings_file = class_embeddings
         self.use_masks = use_masks
-        self.register_buffer('class_embeddings', self._load_class_embeddings(class_embeddings),
-                             persistent=False)
+        embeddings = (torch.zeros(0, self.clip.embed_dim) if class_embeddings is None else
+                      load_class_embeddings(class_embeddings, model_name=self.clip.model_name,
+                                            embed_dim=self.clip.embed_dim,
+                                            field='model.class_embeddings'))
+        self.register_buffer('class_embeddings', embeddings, persistent=False)
+        self.weight_ensemble = self._check_weight_ensemble(weight_ensemble)
+        # The original values of the trained parameters, on the CPU and out of the state dict
+        # (they are the checkpoint clip.pretrained): what weight ensembling mixes back in.
+        self._original: Dict[str, Tensor] = {}
+        if self.weight_ensemble is not None:
+            self._original = {key: value.detach().cpu().clone()
+                              for key, value in self.clip.named_parameters()
+                              if value.requires_grad}
+        self._ensembled = False
+        self._warned_unensembled = False
 
-    def _load_class_embeddings(self, path: Optional[str]) -> Tensor:
-        """Read (C, D) embeddings and L2-normalise them; an empty (0, D) tensor without a path."""
-        if path is None:
-            return torch.zeros(0, self.clip.embed_dim)
-        try:
-            array = np.load(path)
-        except FileNotFoundError as error:
-            raise FileNotFoundError(
-                f'{type(self).__name__}.class_embeddings: {path} does not exist; make it with '
-                f'tools/generate_text_embeddings.py') from error
-        if array.ndim != 2 or array.shape[1] != self.clip.embed_dim:
-            raise ValueError(f'{type(self).__name__}.class_embeddings: {path} has shape '
-                             f'{array.shape}, expected (num_classes, {self.clip.embed_dim})')
-        return torch.nn.functional.normalize(torch.from_numpy(array).float(), dim=1)
+    def _check_canvas(self, canvas_size: int) -> None:
+        """Raise when a grid's cells on the canvas are smaller than one dense-map cell."""
+        for rows, cols in self.mosaic.grid_choices:
+            if canvas_size < max(rows, cols) * self.clip.stride:
+                raise ValueError(
+                    f'{type(self).__name__}.canvas_size: {canvas_size} pixels give a {rows}x{cols} '
+                    f'mosaic cells smaller than one dense-map cell ({self.clip.stride} pixels); '
+                    f'expected at least {max(rows, cols) * self.clip.stride}')
+
+    def _check_weight_ensemble(self, alpha: Optional[float]) -> Optional[float]:
+        name = type(self).__name__
+        if alpha is None or alpha == 1:
+            return None
+        if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
+            raise ValueError(f'{name}.weight_ensemble: expected None or a weight in (0, 1], got '
+                             f'{alpha!r}')
+        if self.clip.pretrained is None:
+            raise ValueError(f'{name}.weight_ensemble={alpha} mixes the trained weights with the '
+                             'original ones, but model.clip.pretrained is None; set it to the '
+                             'original checkpoint or set weight_ensemble=None')
+        return float(alpha)
 
     def forward(self,
                 inputs: Tensor,
@@ -120,26 +173,52 @@ class CLIMCLIP(BaseModel):
         """CLIP's learned logit scale (already exponentiated), clamped as CLIP does."""
         return self.clip.logit_scale.clamp(max=MAX_LOGIT_SCALE)
 
+    @contextmanager
+    def ensembled_weights(self) -> Iterator[None]:
+        """Within the block, the trained parameters hold ``alpha * trained + (1 - alpha) *
+        original`` (``alpha`` = ``weight_ensemble``); the trained values are restored after.
+        Without ``weight_ensemble`` it changes nothing."""
+        if not self._original or self._ensembled:
+            yield
+            return
+        params = dict(self.clip.named_parameters())
+        trained = {key: params[key].detach().clone() for key in self._original}
+        alpha = self.weight_ensemble
+        with torch.no_grad():
+            for key, original in self._original.items():
+                param = params[key]
+                param.mul_(alpha).add_(original.to(param), alpha=1 - alpha)
+        self._ensembled = True
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for key, value in trained.items():
+                    params[key].copy_(value)
+            self._ensembled = False
+
     def _draw_captions(self, data_samples: List[BaseDataElement]) -> List[str]:
         captions = []
         for index, sample in enumerate(data_samples):
-            options = sample.metainfo.get('captions')
-            if not options:
+            options = sample.metainfo.get(CAPTIONS_KEY)
+            if not options or isinstance(options, str):
                 raise ValueError(f'{type(self).__name__}: data sample {index} '
-                                 f'({sample.metainfo.get("img_path", "?")}) has no captions; add '
-                                 f"'captions' to PackDetInputs' meta_keys")
+                                 f'({sample.metainfo.get("img_path", "?")}) has no list of '
+                                 f"captions; add 'captions' to PackDetInputs' meta_keys")
             captions.append(options[int(torch.randint(len(options), (1, )))])
         return captions
 
-    def _mosaic_region_features(self, inputs: Tensor, grids: List[Grid],
+    def _mosaic_region_features(self, inputs: Tensor, grids: Tuple[Grid, ...],
                                 order: Tensor) -> Tuple[Tensor, Tensor]:
-        """Region features of the mosaicked images, grouped by grid so each canvas size is one
-        forward.
+        """Region features of the mosaicked images.
+
+        With ``canvas_size`` every canvas has that size and all go through the tower in one
+        forward; without, each grid's canvases (grid x image size) go in one forward per grid.
 
         Args:
             inputs (Tensor): The batch, (B, 3, H, W).
-            grids (list[tuple[int, int]]): Grids filled in order by ``order``.
-            order (Tensor): (B,) permutation of the batch.
+            grids (tuple[tuple[int, int], ...]): Grids filled in order by ``order``.
+            order (Tensor): (sum of grid sizes,) indexes of the images that fill the grids.
 
         Returns:
             tuple[Tensor, Tensor]: Region features (K, D) and the input index of each (K,).
@@ -147,50 +226,93 @@ class CLIMCLIP(BaseModel):
         chunks: Dict[Grid, List[Tensor]] = defaultdict(list)
         start = 0
         for grid in grids:
-            chunks[grid].append(order[start:start + grid[0] * grid[1]])
-            start += grid[0] * grid[1]
+            chunks[grid if self.canvas_size is None else None].append(
+                order[start:start + grid_size(grid)])
+            start += grid_size(grid)
         feats, sources = [], []
-        for (rows, cols), parts in chunks.items():
-            canvas = self.canvas_size or (rows * inputs.shape[-2], cols * inputs.shape[-1])
-            mosaic = batch_mosaic(inputs, [(rows, cols)] * len(parts), canvas,
-                                  order=torch.cat(parts))
-            boxes = list(mosaic.boxes.split(rows * cols))
+        for key, parts in chunks.items():
+            if key is None:
+                chunk_grids, canvas = grids, self.canvas_size
+            else:
+                chunk_grids = [key] * len(parts)
+                canvas = (key[0] * inputs.shape[-2], key[1] * inputs.shape[-1])
+            mosaic = batch_mosaic(inputs, chunk_grids, canvas, order=torch.cat(parts),
+                                  mode=self.mosaic_interpolation)
+            boxes = list(mosaic.boxes.split([grid_size(grid) for grid in chunk_grids]))
             feats.append(self.clip.region_features(mosaic.canvases, boxes))
             sources.append(mosaic.source_index)
         return torch.cat(feats), torch.cat(sources)
+
+    def _is_pipeline_mosaic(self, data_samples: List[BaseDataElement]) -> bool:
+        """Whether the batch holds pipeline mosaics (all samples) or single images (none)."""
+        flags = [REGION_CAPTIONS_KEY in sample.metainfo for sample in data_samples]
+        if any(flags) and not all(flags):
+            raise ValueError(f'{type(self).__name__}: a batch mixes pipeline mosaics (samples '
+                             f"with '{REGION_CAPTIONS_KEY}') and single images; feed each kind "
+                             'in batches of its own')
+        return all(flags) and bool(flags)
+
+    def _pipeline_mosaic_pairs(self, data_samples: List[BaseDataElement]
+                               ) -> Tuple[List[Tensor], List[str]]:
+        """Pseudo boxes and their captions of pipeline mosaics (box j meets
+        ``region_captions[labels[j]]``)."""
+        boxes, captions = [], []
+        for index, sample in enumerate(data_samples):
+            options = sample.metainfo[REGION_CAPTIONS_KEY]
+            gt = sample.gt_instances
+            labels = gt.labels.tolist()
+            if any(not 0 <= label < len(options) for label in labels):
+                raise ValueError(
+                    f'{type(self).__name__}: data sample {index} '
+                    f'({sample.metainfo.get("img_path", "?")}) has box labels {labels} but '
+                    f"{len(options)} '{REGION_CAPTIONS_KEY}'; each pseudo box's label indexes its "
+                    'caption')
+            boxes.append(getattr(gt.bboxes, 'tensor', gt.bboxes))
+            captions.extend(options[label] for label in labels)
+        return boxes, captions
 
     def loss(self, inputs: Tensor, data_samples: List[BaseDataElement]) -> Dict[str, Tensor]:
         """The contrastive loss of one batch.
 
         Args:
             inputs (Tensor): Normalised images, (B, 3, H, W).
-            data_samples (list): B samples whose ``metainfo['captions']`` lists their captions.
+            data_samples (list): B samples: single images whose ``metainfo['captions']`` lists
+                their captions, or pipeline mosaics (see the class doc).
 
         Returns:
             dict: ``loss_caption`` and, for logging, ``logit_scale`` and ``num_regions``.
         """
+        if self._is_pipeline_mosaic(data_samples):
+            boxes, captions = self._pipeline_mosaic_pairs(data_samples)
+            feats = self.clip.region_features(inputs, [b.to(inputs) for b in boxes])
+            texts = self.clip.encode_text(captions, normalize=True)
+            ids = caption_ids_from_texts(captions, device=inputs.device)
+            loss = self.loss_module(feats, texts, self.logit_scale, caption_ids=ids)
+            return dict(loss_caption=loss, logit_scale=self.logit_scale.detach(),
+                        num_regions=torch.tensor(float(len(captions)), device=inputs.device))
         captions = self._draw_captions(data_samples)
         texts = self.clip.encode_text(captions, normalize=True)
         ids = caption_ids_from_texts(captions, device=inputs.device)
         num_images = inputs.shape[0]
         order = torch.randperm(num_images, device=inputs.device)
         feats, sources = [], []
+        num_regions = 0
         if self.mode == 'clim':
-            grids = sample_mosaic_grids(num_images, self.grid_choices,
-                                        max_mosaic_images=round(num_images *
-                                                                self.mosaic_fraction))
-            region_feats, region_sources = self._mosaic_region_features(inputs, grids, order)
-            feats.append(region_feats)
-            sources.append(region_sources)
-            order = order[len(region_sources):]
+            draw = self.mosaic.draw(num_images)
+            if draw.grids:
+                region_feats, region_sources = self._mosaic_region_features(
+                    inputs, draw.grids, order[:draw.num_mosaic_images])
+                feats.append(region_feats)
+                sources.append(region_sources)
+            num_regions = draw.num_mosaic_images
+            order = order[draw.num_mosaic_images:]
         if len(order):
             feats.append(self.clip.encode_image(inputs[order]))
             sources.append(order)
         feats, sources = torch.cat(feats), torch.cat(sources)
         loss = self.loss_module(feats, texts[sources], self.logit_scale, caption_ids=ids[sources])
         return dict(loss_caption=loss, logit_scale=self.logit_scale.detach(),
-                    num_regions=torch.tensor(float(num_images - len(order)),
-                                             device=inputs.device))
+                    num_regions=torch.tensor(float(num_regions), device=inputs.device))
 
     def parse_losses(self, losses: Dict[str, Tensor]) -> Tuple[Tensor, Dict[str, Tensor]]:
         """As ``BaseModel.parse_losses``, with the logged values averaged over ranks.
@@ -232,6 +354,12 @@ class CLIMCLIP(BaseModel):
         if self.class_embeddings.numel() == 0:
             raise ValueError(f'{type(self).__name__}.predict needs class_embeddings (a .npy from '
                              f'tools/generate_text_embeddings.py) in the model config')
+        if self._original and not self._ensembled and not self._warned_unensembled:
+            print_log(f'{type(self).__name__}: weight_ensemble={self.weight_ensemble} but '
+                      'predict runs on the trained weights; add WeightEnsembleHook to '
+                      'custom_hooks to evaluate the ensembled model', logger='current',
+                      level=30)
+            self._warned_unensembled = True
         instances = [sample.gt_instances for sample in data_samples]
         if self.use_masks and all('masks' in gt for gt in instances):
             masks = [self._mask_tensor(gt.masks, inputs) for gt in instances]
@@ -241,7 +369,7 @@ class CLIMCLIP(BaseModel):
             boxes = [getattr(gt.bboxes, 'tensor', gt.bboxes).to(inputs) for gt in instances]
             feats = self.clip.region_features(inputs, boxes, normalize=True)
             counts = [len(b) for b in boxes]
-        scores = (feats @ self.class_embeddings.t()).split(counts)
+        scores = (feats @ self.class_embeddings.t().to(feats)).split(counts)
         for sample, sample_scores in zip(data_samples, scores):
             sample.pred_region_scores = sample_scores
         return data_samples

@@ -10,11 +10,9 @@ from typing import List
 
 import torch
 import torch.nn.functional as F
-from mmcv.ops import roi_align
-from mmdet.structures.bbox import bbox2roi
 from torch import Tensor
 
-from ..backbones.open_clip_region import ROI_ADAPTIVE_SAMPLING, ROI_OUTPUT_SIZE
+from mmclim.models.utils.box_pool import box_pool
 
 # F-VLM's fusion weights of the VLM score on OV-LVIS: alpha for base and beta for novel classes.
 FVLM_BASE_ALPHA = 0.35
@@ -43,11 +41,9 @@ def vlm_region_scores(dense: Tensor, boxes: List[Tensor], stride: int, text_embe
     Returns:
         Tensor: Probabilities over the C classes, shape (sum K_i, C), image then box order.
     """
-    rois = bbox2roi([image_boxes.to(dense) for image_boxes in boxes])
-    if rois.shape[0] == 0:
+    regions = box_pool(dense, [image_boxes.to(dense) for image_boxes in boxes], stride)
+    if regions.shape[0] == 0:
         return dense.new_zeros(0, text_embeddings.shape[0])
-    regions = roi_align(dense, rois, ROI_OUTPUT_SIZE, 1.0 / stride, ROI_ADAPTIVE_SAMPLING, 'avg',
-                        True).flatten(1)
     similarities = F.normalize(regions, dim=-1) @ F.normalize(text_embeddings, dim=-1).T.to(dense)
     return (similarities / temperature).softmax(dim=-1)
 

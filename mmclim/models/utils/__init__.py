@@ -1,4 +1,5 @@
 # Copyright (c) mmclim contributors. All rights reserved.
-from .batch_mosaic import BatchMosaic, batch_mosaic, sample_mosaic_grids
+from .batch_mosaic import BatchMosaic, batch_mosaic
+from .box_pool import box_pool, boxes_to_rois
 
-__all__ = ['BatchMosaic', 'batch_mosaic', 'sample_mosaic_grids']
+__all__ = ['BatchMosaic', 'batch_mosaic', 'box_pool', 'boxes_to_rois']

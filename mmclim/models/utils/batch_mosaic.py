@@ -1,14 +1,14 @@
 # Copyright (c) mmclim contributors. All rights reserved.
 """Mosaic a batch that is already a tensor on the device (the CLIM training step's path)."""
 from collections import defaultdict
-from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mmclim.structures import Grid, grid_cells, to_grid, to_grid_choices
+from mmclim.structures import grid_cells, to_grid
 
 
 class BatchMosaic(NamedTuple):
@@ -37,41 +37,6 @@ class BatchMosaic(NamedTuple):
         return torch.cat([self.canvas_index[:, None].to(self.boxes), self.boxes], dim=1)
 
 
-def sample_mosaic_grids(num_images: int,
-                        grid_choices: Sequence[Union[int, Sequence[int]]],
-                        max_mosaic_images: Optional[int] = None,
-                        generator: Optional[torch.Generator] = None) -> List[Grid]:
-    """Draw grids at random until no choice fits in the images left.
-
-    Args:
-        num_images (int): Images in the batch.
-        grid_choices (Sequence[int | Sequence[int]]): Grids to draw from (``n`` or
-            ``(rows, cols)``).
-        max_mosaic_images (int, optional): At most this many images go into mosaics; the rest
-            stay single. Defaults to ``num_images``.
-        generator (torch.Generator, optional): Source of randomness. Defaults to torch's global
-            generator.
-
-    Returns:
-        list[tuple[int, int]]: The grids, to be filled in order by consecutive images.
-    """
-    grids = to_grid_choices(grid_choices)
-    budget = num_images if max_mosaic_images is None else min(max_mosaic_images, num_images)
-    smallest = min(rows * cols for rows, cols in grids)
-    if budget < smallest:
-        raise ValueError(
-            f'a batch of {num_images} images (max_mosaic_images={max_mosaic_images}) is smaller '
-            f'than the smallest grid in grid_choices {grids}, which needs {smallest} images')
-    drawn: List[Grid] = []
-    while True:
-        fitting = [grid for grid in grids if grid[0] * grid[1] <= budget]
-        if not fitting:
-            return drawn
-        grid = fitting[int(torch.randint(len(fitting), (1, ), generator=generator))]
-        drawn.append(grid)
-        budget -= grid[0] * grid[1]
-
-
 def batch_mosaic(images: Tensor,
                  grids: Sequence[Union[int, Sequence[int]]],
                  canvas_size: Union[int, Tuple[int, int]],
@@ -86,11 +51,12 @@ def batch_mosaic(images: Tensor,
 
     Args:
         images (Tensor): Shape (B, C, H, W), float.
-        grids (Sequence[int | Sequence[int]]): The grids in order, e.g. from
-            :func:`sample_mosaic_grids`.
+        grids (Sequence[int | Sequence[int]]): The grids in order, e.g. those of
+            :meth:`mmclim.structures.MosaicPolicy.draw`.
         canvas_size (int | tuple[int, int]): Canvas ``(height, width)`` or one int.
         order (Tensor, optional): Shape (B,), a permutation of the batch. Defaults to identity.
-        mode (str): ``F.interpolate`` mode. Defaults to ``'bilinear'``.
+        mode (str): ``F.interpolate`` mode; ``'bilinear'`` and ``'bicubic'`` antialias when they
+            shrink an image. Defaults to ``'bilinear'``.
 
     Returns:
         BatchMosaic: Canvases on ``images.device`` and their boxes.
@@ -117,9 +83,14 @@ def batch_mosaic(images: Tensor,
         start += len(cells)
     for (cell_h, cell_w), placements in by_size.items():
         sources = order[[position for _, position, _, _ in placements]]
+        smooth = mode in ('bilinear', 'bicubic')
+        # Antialiasing only when shrinking: torch's antialiased kernels differ from the plain
+        # ones even when enlarging (bicubic a = -0.5 instead of -0.75), and the official code
+        # enlarges with the plain one.
+        shrink = cell_h < images.shape[-2] or cell_w < images.shape[-1]
         resized = F.interpolate(images[sources], size=(cell_h, cell_w), mode=mode,
-                                align_corners=False if mode in ('bilinear', 'bicubic') else None,
-                                antialias=mode in ('bilinear', 'bicubic'))
+                                align_corners=False if smooth else None,
+                                antialias=smooth and shrink)
         for tile, (canvas_id, _, y1, x1) in zip(resized, placements):
             canvases[canvas_id, :, y1:y1 + cell_h, x1:x1 + cell_w] = tile
 

@@ -48,8 +48,10 @@ def test_cell_i_holds_source_i_resized(photo: np.ndarray, grid: int) -> None:
     assert out['gt_bboxes_labels'].tolist() == list(range(grid * grid))
     assert not out['gt_ignore_flags'].any()
     assert out['image_ids'] == [100 + i for i in range(grid * grid)]
-    assert out['captions'] == [f'caption of photo {i}' for i in range(grid * grid)]
-    assert 'mix_results' not in out
+    assert out['region_captions'] == [f'caption of photo {i}' for i in range(grid * grid)]
+    assert out['mosaic_grid'] == (grid, grid)
+    # The current image's own caption list is gone: the canvas has one caption per region.
+    assert 'mix_results' not in out and 'captions' not in out
     for i, (x1, y1, x2, y2) in enumerate(out['gt_bboxes'].tensor.int().tolist()):
         expected = cv2.resize(sources[i]['img'], (x2 - x1, y2 - y1),
                               interpolation=cv2.INTER_LINEAR)
@@ -81,7 +83,8 @@ def test_several_captions_one_is_sampled(photo: np.ndarray) -> None:
     seen = set()
     for seed in range(30):
         np.random.seed(seed)
-        seen.add(MosaicPseudoRegion(grid_choices=[2], canvas_size=64)(mix(sources))['captions'][0])
+        out = MosaicPseudoRegion(grid_choices=[2], canvas_size=64)(mix(sources))
+        seen.add(out['region_captions'][0])
     assert seen == {'first', 'second', 'third'}
 
 
@@ -94,17 +97,19 @@ def test_captions_stay_aligned_through_flip_and_resize(photo: np.ndarray) -> Non
         dict(type='RandomFlip', prob=1.0, direction='horizontal'),
         dict(type='Resize', scale=(150, 150), keep_ratio=True),
         dict(type='PackDetInputs',
-             meta_keys=('img_id', 'img_shape', 'scale_factor', 'flip', 'captions', 'image_ids')),
+             meta_keys=('img_id', 'img_shape', 'scale_factor', 'flip', 'region_captions',
+                        'image_ids')),
     ])
     packed = pipeline(mix(sources))
     sample = packed['data_samples']
     img = packed['inputs'].permute(1, 2, 0).numpy()
     assert img.shape == (150, 150, 3) and sample.flip
     boxes = sample.gt_instances.bboxes.tensor.round().int().tolist()
-    assert len(boxes) == len(sample.captions) == 9
+    captions = [sample.region_captions[label] for label in sample.gt_instances.labels.tolist()]
+    assert len(boxes) == len(captions) == 9
     # Flipped: cell 0 (top-left before) is now top-right, still labelled with caption 0.
     assert boxes[0] == [100, 0, 150, 50]
-    for (x1, y1, x2, y2), caption in zip(boxes, sample.captions):
+    for (x1, y1, x2, y2), caption in zip(boxes, captions):
         region_mean = img[y1 + 2:y2 - 2, x1 + 2:x2 - 2].reshape(-1, 3).mean(0)
         closest = min(means, key=lambda c: np.abs(means[c] - region_mean).sum())
         assert closest == caption
@@ -131,8 +136,9 @@ def test_runs_inside_multi_image_mix_dataset(photo: np.ndarray) -> None:
         out = dataset[index]
         rows, cols = out['mosaic_grid']
         grids.add(rows)
-        assert len(out['captions']) == len(out['gt_bboxes']) == rows * cols
-        assert out['captions'][0] == f'caption of photo {index}'  # the indexed image is cell 0
+        assert len(out['region_captions']) == len(out['gt_bboxes']) == rows * cols
+        # the indexed image is cell 0
+        assert out['region_captions'][0] == f'caption of photo {index}'
         # the drawn images are distinct (the current one may be drawn again: see get_indexes)
         assert len(set(out['image_ids'][1:])) == rows * cols - 1
     assert grids <= {2, 3, 4} and len(grids) >= 2

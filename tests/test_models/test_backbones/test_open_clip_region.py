@@ -69,18 +69,41 @@ def test_vit_dense_shape(vit: OpenCLIPRegion, height: int, width: int) -> None:
     assert len(levels) == 1 and levels[0].shape == (1, EMBED_DIM, *grid)
 
 
-def test_vit_dense_is_value_path(vit: OpenCLIPRegion) -> None:
-    """The value path equals the block's own attention restricted to each token itself."""
+def _self_only(num_tokens: int) -> Tensor:
+    """An attention mask letting every token attend to itself only: attention becomes the value
+    path (softmax over one key is 1)."""
+    return torch.full((num_tokens, num_tokens), float('-inf')).fill_diagonal_(0)
+
+
+def test_vit_clim_dense_map_is_the_official_v2_map(vit: OpenCLIPRegion) -> None:
+    """The official v2 map (forward_without_attn: ``x = t + attn_v(ln_1 t)``,
+    ``x = x + mlp(ln_2 x)``, then ln_post, proj and a per-token L2 norm), written here from
+    open_clip's public modules: the last block's own forward with self-only attention."""
     images = _images(2, NATIVE, NATIVE)
     visual = vit.clip.visual
     block = visual.transformer.resblocks[-1]
     with torch.no_grad():
         tokens = vit_tokens_before_last_block(visual, images)
-        num_tokens = tokens.shape[1]
-        self_only = torch.full((num_tokens, num_tokens), float('-inf')).fill_diagonal_(0)
-        attended = block.attention(q_x=block.ln_1(tokens), attn_mask=self_only)
-        expected = visual.ln_post(attended[:, 1:]) @ visual.proj
+        out = block(tokens, attn_mask=_self_only(tokens.shape[1]))
+        expected = nn.functional.normalize(visual.ln_post(out[:, 1:]) @ visual.proj, dim=-1)
         dense = vit.dense_features(images)
+    expected = expected.transpose(1, 2).reshape(dense.shape)
+    torch.testing.assert_close(dense, expected, atol=ATOL, rtol=ATOL)
+    assert vit.dense_mode == 'clim'
+
+
+def test_vit_maskclip_dense_map_is_the_value_path(vit: OpenCLIPRegion) -> None:
+    """MaskCLIP: the attention branch alone (no residual, no MLP), not normalised."""
+    maskclip = _build(TINY_VIT, dense_mode='maskclip').eval()
+    maskclip.load_state_dict(vit.state_dict())
+    images = _images(2, NATIVE, NATIVE)
+    visual = maskclip.clip.visual
+    block = visual.transformer.resblocks[-1]
+    with torch.no_grad():
+        tokens = vit_tokens_before_last_block(visual, images)
+        attended = block.attention(q_x=block.ln_1(tokens), attn_mask=_self_only(tokens.shape[1]))
+        expected = visual.ln_post(attended[:, 1:]) @ visual.proj
+        dense = maskclip.dense_features(images)
     expected = expected.transpose(1, 2).reshape(dense.shape)
     torch.testing.assert_close(dense, expected, atol=ATOL, rtol=ATOL)
 
@@ -128,11 +151,12 @@ def test_resnet_dense_and_region_shapes(resnet: OpenCLIPRegion) -> None:
         regions = resnet.region_features(images, boxes)
     assert dense.shape == (2, EMBED_DIM, 256 // 32, 320 // 32)
     assert regions.shape == (2, EMBED_DIM)
-    assert resnet.stride == 32
+    assert resnet.stride == 32 and resnet.region_mode == 'attn_pool'
 
 
 def test_resnet_dense_at_native_size_uses_trained_pos_embed(resnet: OpenCLIPRegion) -> None:
-    """At the native size the map is c_proj(v_proj(x + pos)) with the pool's own embedding."""
+    """At the native size the map is c_proj(v_proj(x + pos)) with the pool's own embedding,
+    L2-normalised per location (the official encode_dense)."""
     images = _images(1, NATIVE, NATIVE)
     visual = resnet.clip.visual
     pool = visual.attnpool
@@ -140,16 +164,28 @@ def test_resnet_dense_at_native_size_uses_trained_pos_embed(resnet: OpenCLIPRegi
         features = visual.forward_intermediates(images, intermediates_only=True)
         layer4 = features['image_intermediates'][-1]
         tokens = layer4.flatten(2).transpose(1, 2) + pool.positional_embedding[1:]
-        expected = pool.c_proj(pool.v_proj(tokens)).transpose(1, 2).reshape(1, EMBED_DIM, 7, 7)
+        expected = nn.functional.normalize(pool.c_proj(pool.v_proj(tokens)), dim=-1)
+        expected = expected.transpose(1, 2).reshape(1, EMBED_DIM, 7, 7)
         dense = resnet.dense_features(images)
     torch.testing.assert_close(dense, expected, atol=ATOL, rtol=ATOL)
+
+
+def test_resnet_region_of_the_whole_native_image_is_clips_embedding(
+        resnet: OpenCLIPRegion) -> None:
+    """The official RN region feature (a 7x7 RoIAlign of C5 for this tower, then CLIP's
+    attention pool): for the whole native image the RoIAlign samples every C5 cell centre, so
+    the region embedding is the global image embedding."""
+    images = _images(2, NATIVE, NATIVE)
+    with torch.no_grad():
+        regions = resnet.region_features(images, _whole_boxes(images))
+        global_embedding = resnet.encode_image(images)
+    torch.testing.assert_close(regions, global_embedding, atol=ATOL, rtol=ATOL)
 
 
 # ---------------------------------------------------------------------------------------------
 # Region features
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize('model_fixture,height,width', [('vit', 224, 224), ('vit', 320, 480),
-                                                        ('resnet', 256, 320)])
+@pytest.mark.parametrize('model_fixture,height,width', [('vit', 224, 224), ('vit', 320, 480)])
 def test_roi_whole_image_box_is_spatial_mean(request: pytest.FixtureRequest, model_fixture: str,
                                              height: int, width: int) -> None:
     model = request.getfixturevalue(model_fixture)
@@ -414,9 +450,8 @@ def test_unlocked_last_block_gets_the_only_vision_grads(region_mode: str) -> Non
     last_block = f'visual.transformer.resblocks.{NUM_VIT_BLOCKS - 1}.'
     trainable = {name for name, param in model.clip.named_parameters() if param.requires_grad}
     vision_trainable = {name for name in trainable if name.startswith('visual.')}
-    expected = {name for name, _ in model.clip.named_parameters()
-                if name.startswith((last_block, 'visual.ln_post.')) or name == 'visual.proj'}
-    assert vision_trainable == expected
+    expected = {name for name, _ in model.clip.named_parameters() if name.startswith(last_block)}
+    assert vision_trainable == expected  # ln_post and proj stay frozen (freeze_projection)
     assert trainable - vision_trainable == {'logit_scale'}  # text tower frozen
 
     images = _images(2, NATIVE, NATIVE)
@@ -424,7 +459,10 @@ def test_unlocked_last_block_gets_the_only_vision_grads(region_mode: str) -> Non
     model.region_features(images, boxes).sum().backward()
     with_grad = {name for name, param in model.clip.named_parameters() if param.grad is not None}
     assert with_grad <= trainable
-    assert {'visual.proj', f'{last_block}attn.in_proj_weight', 'visual.ln_post.weight'} <= with_grad
+    assert f'{last_block}attn.in_proj_weight' in with_grad
+
+    heads = _build(TINY_VIT, unlocked_vision_blocks=1, freeze_projection=False)
+    assert heads.clip.visual.proj.requires_grad and heads.clip.visual.ln_post.weight.requires_grad
 
 
 def test_vit_lock_bounds() -> None:
@@ -440,24 +478,25 @@ def test_vit_lock_bounds() -> None:
 
 
 def test_resnet_locking_and_frozen_batch_norm() -> None:
-    with pytest.raises(ValueError, match='unlocked_vision_blocks: open_clip locks a '
-                                         'ModifiedResNet only as a whole'):
-        _build(TINY_RN, unlocked_vision_blocks=1)
     frozen = _build(TINY_RN, unlocked_vision_blocks=0, norm_eval=False).train()
     assert not any(p.requires_grad for p in frozen.clip.visual.parameters())
     assert not frozen.clip.visual.bn1.training
+    with pytest.raises(ValueError, match=r'unlocked_vision_blocks: expected None or 0 to 4 \(the '
+                       r'number of ModifiedResNet stages\)'):
+        _build(TINY_RN, unlocked_vision_blocks=5)
 
-    model = _build(TINY_RN).train()
-    assert model.clip.visual.bn1.weight.requires_grad
+    model = _build(TINY_RN).train()  # the whole tower trains, BatchNorm frozen (norm_eval)
+    assert model.clip.visual.conv1.weight.requires_grad
     batch_norms = [m for m in model.clip.visual.modules() if isinstance(m, nn.BatchNorm2d)]
     assert batch_norms and not any(m.training for m in batch_norms)
+    assert not any(p.requires_grad for m in batch_norms for p in m.parameters())
     assert model.clip.visual.attnpool.training
     stats = [m.running_mean.clone() for m in batch_norms]
     model.region_features(_images(2, NATIVE, NATIVE), _whole_boxes(_images(2, NATIVE, NATIVE)))
     assert all(torch.equal(m.running_mean, s) for m, s in zip(batch_norms, stats))
 
     updating = _build(TINY_RN, norm_eval=False).train()
-    assert updating.clip.visual.bn1.training
+    assert updating.clip.visual.bn1.training and updating.clip.visual.bn1.weight.requires_grad
 
 
 # ---------------------------------------------------------------------------------------------
@@ -466,11 +505,15 @@ def test_resnet_locking_and_frozen_batch_norm() -> None:
 def test_build_from_registry_and_config_errors() -> None:
     model = MODELS.build(dict(type='OpenCLIPRegion', model_name=TINY_VIT, region_mode='attn_mask'))
     assert isinstance(model, OpenCLIPRegion) and model.embed_dim == EMBED_DIM
-    with pytest.raises(ValueError, match=r"region_mode: expected one of \('roi_align', "
-                                         r"'attn_mask'\), got 'mean'"):
+    with pytest.raises(ValueError, match=r"region_mode: expected None or one of \('roi_align', "
+                                         r"'attn_pool', 'attn_mask'\), got 'mean'"):
         _build(TINY_VIT, region_mode='mean')
     with pytest.raises(ValueError, match="region_mode: 'attn_mask' needs a ViT"):
         _build(TINY_RN, region_mode='attn_mask')
+    with pytest.raises(ValueError, match="region_mode: 'attn_pool' needs a ModifiedResNet"):
+        _build(TINY_VIT, region_mode='attn_pool')
+    with pytest.raises(ValueError, match=r"dense_mode: expected one of \('clim', 'maskclip'\)"):
+        _build(TINY_VIT, dense_mode='v3')
 
 
 def test_unsupported_vit_variant_is_rejected(tmp_path: Path) -> None:

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmclim.models.utils import batch_mosaic, sample_mosaic_grids
+from mmclim.models.utils import batch_mosaic
 from mmclim.structures import grid_cells
 
 
@@ -35,19 +35,24 @@ def test_leftover_images_are_singles() -> None:
     assert out.single_index.tolist() == [4, 5, 6]
 
 
-def test_sample_grids_respects_budget_and_choices() -> None:
-    generator = torch.Generator().manual_seed(0)
-    for _ in range(20):
-        grids = sample_mosaic_grids(29, [2, 3, 4], generator=generator)
-        used = sum(r * c for r, c in grids)
-        assert used <= 29 and 29 - used < 4  # stops only when not even 2x2 fits
-    grids = sample_mosaic_grids(29, [2, 3, 4], max_mosaic_images=10, generator=generator)
-    assert sum(r * c for r, c in grids) <= 10
+def test_a_2x2_mosaic_matches_the_official_canvas_inside_its_cells() -> None:
+    """The official code (clim.py) concatenates four 224 images into a 448 canvas and resizes
+    it to 1024 (bicubic). Resizing each image into its 512 cell samples the same positions, so
+    away from the cell borders (where the official kernel reads the neighbouring image) the
+    pixels are the same."""
+    images = torch.rand(4, 3, 224, 224)
+    ours = batch_mosaic(images, [(2, 2)], canvas_size=1024, mode='bicubic').canvases[0]
+    tiled = torch.cat([torch.cat([images[0], images[1]], dim=2),
+                       torch.cat([images[2], images[3]], dim=2)], dim=1)
+    official = F.interpolate(tiled[None], size=1024, mode='bicubic')[0]
+    inside = torch.ones(1024, dtype=torch.bool)
+    inside[504:520] = False  # 2 source pixels either side of the border, x 512/224
+    inside[:8] = inside[-8:] = False  # the canvas edges: both clamp, at other scales
+    torch.testing.assert_close(ours[:, inside][:, :, inside], official[:, inside][:, :, inside],
+                               atol=1e-5, rtol=1e-5)
 
 
-def test_batch_smaller_than_smallest_grid_is_an_error() -> None:
-    with pytest.raises(ValueError, match='batch of 3 images .* smallest grid .* needs 4'):
-        sample_mosaic_grids(3, [2, 3])
+def test_bad_batches_are_errors() -> None:
     with pytest.raises(ValueError, match=r'need 9 images, the batch has 4'):
         batch_mosaic(torch.rand(4, 3, 8, 8), [3], canvas_size=30)
     with pytest.raises(ValueError, match=r'\(B, C, H, W\)'):
