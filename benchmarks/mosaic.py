@@ -85,14 +85,14 @@ def pipeline_case(name: str, images: List[np.ndarray]) -> Callable[[int], dict]:
 def run_case(name: str, seconds: float) -> Dict[str, float]:
     """Time one case for about ``seconds`` after a warm-up; returns its figures."""
     if name == 'batch_mosaic':
-        from mmclim.models.utils import batch_mosaic, sample_mosaic_grids
+        from mmclim.models.utils import batch_mosaic
+        from mmclim.structures import MosaicPolicy
         device = 'cuda' if torch.cuda.is_available() else 'cpu'
         batch = torch.rand(BATCH_SHAPE, device=device)
-        generator = torch.Generator().manual_seed(0)
+        policy = MosaicPolicy([2, 3, 4], 'fixed')  # the official 2x2 + 3x3 + 4x4 of 29 images
 
         def step(_: int) -> int:
-            grids = sample_mosaic_grids(len(batch), [2, 3, 4], generator=generator)
-            out = batch_mosaic(batch, grids, CANVAS)
+            out = batch_mosaic(batch, policy.draw(len(batch)).grids, CANVAS)
             if device == 'cuda':
                 torch.cuda.synchronize()
             return len(out.canvases)
