@@ -2,7 +2,9 @@
 """Embed a data set's class names with a CLIP text tower: the classifier of zero-shot heads.
 
 Writes ``OUT.npy`` of shape (C [+ 1], D), unit rows in ascending category-id order (then the
-background row with ``--background``), and the sidecar ``OUT.json`` describing how.
+background row with ``--background``), and the sidecar ``OUT.json`` describing how, through
+:func:`mmclim.structures.save_class_embeddings` (the sidecar names the open_clip ``--model``,
+which models check when they load the file).
 
 Example::
 
@@ -18,9 +20,11 @@ import torch
 
 from mmclim.evaluation.metrics import (BACKGROUND_CLASS_NAME, PROMPT_TEMPLATES,
                                        compute_text_embeddings, get_prompt_templates,
-                                       load_class_names, save_text_embeddings)
+                                       load_class_names)
 from mmclim.models.backbones import OpenCLIPRegion
 from mmclim.models.backbones.open_clip_region import DEFAULT_TEXT_BATCH_SIZE
+from mmclim.structures import save_class_embeddings
+from mmclim.structures.vocabulary import EMBEDDING_BACKGROUND_KEY, EMBEDDING_SUFFIX
 
 DEFAULT_MODEL = 'ViT-B-16-quickgelu'  # CLIM's main CLIP model (OpenAI ViT-B/16 weights)
 DEFAULT_TEMPLATE_SET = 'ensemble'
@@ -49,8 +53,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         help='prompts per text-tower forward pass')
     parser.add_argument('--device', default='cpu', help='torch device, e.g. cpu or cuda')
     args = parser.parse_args(argv)
-    if not args.out.endswith('.npy'):
-        parser.error(f'--out: expected a path ending in .npy, got {args.out!r}')
+    if not args.out.endswith(EMBEDDING_SUFFIX):
+        parser.error(f'--out: expected a path ending in {EMBEDDING_SUFFIX}, got {args.out!r}')
     return args
 
 
@@ -66,11 +70,11 @@ def main(argv: Optional[List[str]] = None) -> None:
         embeddings = compute_text_embeddings(model, class_names, templates,
                                              background=args.background,
                                              batch_size=args.batch_size)
-    sidecar = save_text_embeddings(
-        args.out, embeddings,
-        dict(model=args.model, checkpoint=args.checkpoint, classes_file=args.classes,
-             template_set=args.templates, templates=list(templates), class_names=class_names,
-             background=args.background))
+    sidecar = save_class_embeddings(
+        args.out, embeddings, args.model,
+        {'checkpoint': args.checkpoint, 'classes_file': args.classes,
+         'template_set': args.templates, 'templates': list(templates),
+         'class_names': class_names, EMBEDDING_BACKGROUND_KEY: args.background})
     print(f'{len(class_names)} classes{" + background" if args.background else ""}: '
           f'embeddings of shape {tuple(embeddings.shape)} -> {args.out} (metadata: {sidecar})')
 

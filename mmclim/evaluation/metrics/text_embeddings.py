@@ -3,13 +3,13 @@
 
 Zero-shot classifiers (region classification, open-vocabulary detection heads) score regions
 against one embedding per class: the normalised mean of the normalised embeddings of the class
-name put in each prompt template (:mod:`.prompt_templates`).
+name put in each prompt template (:mod:`.prompt_templates`). They are written and read by
+:mod:`mmclim.structures.vocabulary`, the one owner of the class-embedding file format.
 """
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import List, Sequence
 
-import numpy as np
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -19,8 +19,6 @@ from mmclim.models.backbones.open_clip_region import DEFAULT_TEXT_BATCH_SIZE
 # The learning-free background class: the word put in the same templates as the classes.
 BACKGROUND_CLASS_NAME = 'background'
 CLASS_FILE_SUFFIXES = ('.json', '.txt')
-EMBEDDING_SUFFIX = '.npy'
-SIDECAR_SUFFIX = '.json'
 TEMPLATE_SLOT = '{}'
 
 
@@ -134,41 +132,3 @@ def compute_text_embeddings(model: OpenCLIPRegion,
     embeddings = model.encode_text(prompts, normalize=True, batch_size=batch_size)
     embeddings = embeddings.reshape(len(names), len(templates), -1).mean(dim=1)
     return F.normalize(embeddings, dim=-1)
-
-
-def sidecar_path(out_file: str) -> str:
-    """The metadata file written next to an embedding file: ``x.npy`` -> ``x.json``.
-
-    Args:
-        out_file (str): Path of the ``.npy`` embedding file.
-
-    Returns:
-        str: Path of the ``.json`` sidecar.
-    """
-    return str(Path(out_file).with_suffix(SIDECAR_SUFFIX))
-
-
-def save_text_embeddings(out_file: str, embeddings: Tensor, metadata: Dict[str, Any]) -> str:
-    """Write embeddings as float32 ``.npy`` and their metadata as a ``.json`` sidecar.
-
-    Args:
-        out_file (str): Path of the ``.npy`` file; its folder is created.
-        embeddings (Tensor): Shape (N, D).
-        metadata (Dict[str, Any]): JSON-serialisable description of how the embeddings were
-            made; ``embed_dim`` (D) and ``num_rows`` (N) are added.
-
-    Returns:
-        str: Path of the sidecar (:func:`sidecar_path`).
-    """
-    if Path(out_file).suffix != EMBEDDING_SUFFIX:
-        raise ValueError(f'out_file: expected a path ending in {EMBEDDING_SUFFIX!r}, got '
-                         f'{out_file!r}')
-    if embeddings.ndim != 2:
-        raise ValueError(f'embeddings: expected shape (N, D), got {tuple(embeddings.shape)}')
-    Path(out_file).parent.mkdir(parents=True, exist_ok=True)
-    np.save(out_file, embeddings.detach().float().cpu().numpy())
-    sidecar = sidecar_path(out_file)
-    with open(sidecar, 'w') as f:
-        json.dump(dict(metadata, embed_dim=embeddings.shape[1], num_rows=embeddings.shape[0]), f,
-                  indent=2)
-    return sidecar

@@ -3,14 +3,13 @@
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from mmclim.evaluation.metrics import (BACKGROUND_CLASS_NAME, ENSEMBLE_TEMPLATES, PROMPT_TEMPLATES,
                                        build_prompts, compute_text_embeddings, get_prompt_templates,
-                                       load_class_names, save_text_embeddings, sidecar_path)
+                                       load_class_names)
 from mmclim.models.backbones import OpenCLIPRegion
 
 EMBED_DIM = 32  # embed_dim of mmclim-tiny-vit
@@ -117,20 +116,3 @@ def test_background_row_is_appended(model: OpenCLIPRegion) -> None:
         model, [BACKGROUND_CLASS_NAME], templates))
     with pytest.raises(ValueError, match='class_names: expected at least one class name'):
         compute_text_embeddings(model, [], templates)
-
-
-def test_save_writes_float32_npy_and_sidecar(tmp_path: Path) -> None:
-    out = str(tmp_path / 'sub' / 'coco.npy')
-    embeddings = F.normalize(torch.randn(3, EMBED_DIM, dtype=torch.float64), dim=-1)
-    sidecar = save_text_embeddings(out, embeddings, dict(model='m', class_names=['a', 'b', 'c']))
-    assert sidecar == sidecar_path(out) == str(tmp_path / 'sub' / 'coco.json')
-    saved = np.load(out)
-    assert saved.dtype == np.float32 and saved.shape == (3, EMBED_DIM)
-    np.testing.assert_allclose(saved, embeddings.numpy(), atol=1e-6)
-    assert json.loads(Path(sidecar).read_text()) == dict(
-        model='m', class_names=['a', 'b', 'c'], embed_dim=EMBED_DIM, num_rows=3)
-    with pytest.raises(ValueError, match=r"out_file: expected a path ending in '.npy', got "
-                                         r"'x.pt'"):
-        save_text_embeddings('x.pt', embeddings, {})
-    with pytest.raises(ValueError, match=r'embeddings: expected shape \(N, D\), got \(32,\)'):
-        save_text_embeddings(out, embeddings[0], {})
