@@ -8,18 +8,18 @@ name put in each prompt template (:mod:`.prompt_templates`). They are written an
 """
 import json
 from pathlib import Path
-from typing import List, Sequence
+from typing import List, Sequence, Union
 
 import torch.nn.functional as F
 from torch import Tensor
 
 from mmclim.models.backbones import OpenCLIPRegion
 from mmclim.models.backbones.open_clip_region import DEFAULT_TEXT_BATCH_SIZE
+from .prompt_templates import PromptSet
 
 # The learning-free background class: the word put in the same templates as the classes.
 BACKGROUND_CLASS_NAME = 'background'
 CLASS_FILE_SUFFIXES = ('.json', '.txt')
-TEMPLATE_SLOT = '{}'
 
 
 def clean_class_name(name: str) -> str:
@@ -85,28 +85,39 @@ def load_class_names(path: str) -> List[str]:
     return names
 
 
-def build_prompts(class_names: Sequence[str], templates: Sequence[str]) -> List[str]:
+def as_prompt_set(templates: Union[Sequence[str], PromptSet]) -> PromptSet:
+    """A :class:`PromptSet` as given, or one that puts class names as they are in templates.
+
+    Args:
+        templates (Sequence[str] | PromptSet): T templates, each with one ``{}``, or a set of
+            :func:`get_prompt_set` with its name rules.
+
+    Returns:
+        PromptSet: The set.
+    """
+    return templates if isinstance(templates, PromptSet) else PromptSet(tuple(templates))
+
+
+def build_prompts(class_names: Sequence[str],
+                  templates: Union[Sequence[str], PromptSet]) -> List[str]:
     """Every class name in every template.
 
     Args:
         class_names (Sequence[str]): C class names.
-        templates (Sequence[str]): T templates, each with one ``{}``.
+        templates (Sequence[str] | PromptSet): T templates, each with one ``{}`` (names put in
+            as they are), or a :class:`PromptSet` (e.g. ``get_prompt_set('vild')``), whose rules
+            process the names.
 
     Returns:
         List[str]: C * T prompts, class-major: prompt ``c * T + t`` is class c in template t.
     """
-    if not templates:
-        raise ValueError('templates: expected at least one template, got none')
-    for template in templates:
-        if template.count(TEMPLATE_SLOT) != 1:
-            raise ValueError(f'templates: expected one {TEMPLATE_SLOT!r} in each template, got '
-                             f'{template!r}')
-    return [template.format(name) for name in class_names for template in templates]
+    prompt_set = as_prompt_set(templates)
+    return [prompt for name in class_names for prompt in prompt_set.prompts(name)]
 
 
 def compute_text_embeddings(model: OpenCLIPRegion,
                             class_names: Sequence[str],
-                            templates: Sequence[str],
+                            templates: Union[Sequence[str], PromptSet],
                             background: bool = False,
                             batch_size: int = DEFAULT_TEXT_BATCH_SIZE) -> Tensor:
     """Per-class embeddings: the normalised mean of the class's normalised prompt embeddings.
@@ -115,8 +126,9 @@ def compute_text_embeddings(model: OpenCLIPRegion,
 
     Args:
         model (OpenCLIPRegion): The CLIP model whose text tower embeds the prompts.
-        class_names (Sequence[str]): C class names, put in the templates as they are.
-        templates (Sequence[str]): T templates, each with one ``{}``.
+        class_names (Sequence[str]): C class names.
+        templates (Sequence[str] | PromptSet): T templates, each with one ``{}`` (names put in
+            as they are), or a :class:`PromptSet` whose rules process the names.
         background (bool): Append a background row: :data:`BACKGROUND_CLASS_NAME` put in the
             same templates, a learning-free stand-in for a learned background embedding.
             Defaults to False.
@@ -127,8 +139,9 @@ def compute_text_embeddings(model: OpenCLIPRegion,
     """
     if not class_names:
         raise ValueError('class_names: expected at least one class name, got none')
+    prompt_set = as_prompt_set(templates)
     names = [*class_names, BACKGROUND_CLASS_NAME] if background else list(class_names)
-    prompts = build_prompts(names, templates)
+    prompts = build_prompts(names, prompt_set)
     embeddings = model.encode_text(prompts, normalize=True, batch_size=batch_size)
-    embeddings = embeddings.reshape(len(names), len(templates), -1).mean(dim=1)
+    embeddings = embeddings.reshape(len(names), len(prompt_set), -1).mean(dim=1)
     return F.normalize(embeddings, dim=-1)
