@@ -2,13 +2,20 @@
 """Embed a data set's class names with a CLIP text tower: the classifier of zero-shot heads.
 
 Writes ``OUT.npy`` of shape (C [+ 1], D), unit rows in ascending category-id order (then the
-background row with ``--background``), and the sidecar ``OUT.json`` describing how.
+background row with ``--background``), and the sidecar ``OUT.json`` describing how, through
+:func:`mmclim.structures.save_class_embeddings` (the sidecar names the open_clip ``--model``,
+which models check when they load the file).
 
-Example::
+Examples::
 
     python tools/generate_text_embeddings.py data/coco/annotations/instances_val2017.json \\
         --model ViT-B-16-quickgelu --checkpoint checkpoints/ViT-B-16.pt \\
         --templates ensemble --out data/coco/clip_vitb16_coco_ensemble.npy
+
+    # CLIM Table 5 (region classification): the official ViLD prompts of the 133 classes
+    python tools/generate_text_embeddings.py data/coco/annotations/panoptic_val2017.json \\
+        --model ViT-B-16-quickgelu --checkpoint checkpoints/clip/ViT-B-16.pt \\
+        --templates vild --out data/coco/embeddings/coco_panoptic_ViT-B-16_vild.npy
 """
 import argparse
 import sys
@@ -16,11 +23,12 @@ from typing import List, Optional
 
 import torch
 
-from mmclim.evaluation.metrics import (BACKGROUND_CLASS_NAME, PROMPT_TEMPLATES,
-                                       compute_text_embeddings, get_prompt_templates,
-                                       load_class_names, save_text_embeddings)
+from mmclim.evaluation.metrics import (BACKGROUND_CLASS_NAME, PROMPT_SETS, compute_text_embeddings,
+                                       get_prompt_set, load_class_names)
 from mmclim.models.backbones import OpenCLIPRegion
 from mmclim.models.backbones.open_clip_region import DEFAULT_TEXT_BATCH_SIZE
+from mmclim.structures import save_class_embeddings
+from mmclim.structures.vocabulary import EMBEDDING_BACKGROUND_KEY, EMBEDDING_SUFFIX
 
 DEFAULT_MODEL = 'ViT-B-16-quickgelu'  # CLIM's main CLIP model (OpenAI ViT-B/16 weights)
 DEFAULT_TEMPLATE_SET = 'ensemble'
@@ -39,8 +47,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         '--checkpoint', help='local CLIP checkpoint (OpenAI .pt, open_clip or mmclim-converted); '
         'without it the weights are random')
     parser.add_argument(
-        '--templates', default=DEFAULT_TEMPLATE_SET, choices=sorted(PROMPT_TEMPLATES),
-        help='prompt-template set')
+        '--templates', default=DEFAULT_TEMPLATE_SET, choices=sorted(PROMPT_SETS),
+        help='prompt-template set; vild: the 63 ViLD prompts of CLIM\'s official embeddings')
     parser.add_argument(
         '--background', action='store_true',
         help=f'append a last row embedding {BACKGROUND_CLASS_NAME!r} with the same templates')
@@ -49,28 +57,28 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         help='prompts per text-tower forward pass')
     parser.add_argument('--device', default='cpu', help='torch device, e.g. cpu or cuda')
     args = parser.parse_args(argv)
-    if not args.out.endswith('.npy'):
-        parser.error(f'--out: expected a path ending in .npy, got {args.out!r}')
+    if not args.out.endswith(EMBEDDING_SUFFIX):
+        parser.error(f'--out: expected a path ending in {EMBEDDING_SUFFIX}, got {args.out!r}')
     return args
 
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     class_names = load_class_names(args.classes)
-    templates = get_prompt_templates(args.templates)
+    prompt_set = get_prompt_set(args.templates)
     if args.checkpoint is None:
         print(f'warning: no --checkpoint: {args.model} has random weights, so the embeddings '
               'only suit tests', file=sys.stderr)
     model = OpenCLIPRegion(args.model, pretrained=args.checkpoint).to(args.device).eval()
     with torch.no_grad():
-        embeddings = compute_text_embeddings(model, class_names, templates,
+        embeddings = compute_text_embeddings(model, class_names, prompt_set,
                                              background=args.background,
                                              batch_size=args.batch_size)
-    sidecar = save_text_embeddings(
-        args.out, embeddings,
-        dict(model=args.model, checkpoint=args.checkpoint, classes_file=args.classes,
-             template_set=args.templates, templates=list(templates), class_names=class_names,
-             background=args.background))
+    sidecar = save_class_embeddings(
+        args.out, embeddings, args.model,
+        {'checkpoint': args.checkpoint, 'classes_file': args.classes,
+         'template_set': args.templates, 'templates': list(prompt_set.templates),
+         'class_names': class_names, EMBEDDING_BACKGROUND_KEY: args.background})
     print(f'{len(class_names)} classes{" + background" if args.background else ""}: '
           f'embeddings of shape {tuple(embeddings.shape)} -> {args.out} (metadata: {sidecar})')
 

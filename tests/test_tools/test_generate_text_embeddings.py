@@ -8,10 +8,13 @@ from types import ModuleType
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import REPO_ROOT, python_tool, run_tool
 
-from mmclim.evaluation.metrics import compute_text_embeddings, get_prompt_templates
+from mmclim.evaluation.metrics import (VILD_TEMPLATES, compute_text_embeddings, get_prompt_set,
+                                       get_prompt_templates)
 from mmclim.models.backbones import OpenCLIPRegion, save_clip_checkpoint
+from mmclim.structures import load_class_embeddings
 
 TINY_VIT = 'mmclim-tiny-vit'
 EMBED_DIM = 32  # embed_dim of mmclim-tiny-vit
@@ -91,6 +94,32 @@ def test_txt_single_template_differs_from_ensemble(workspace: Path,
     sidecar = json.loads((workspace / 'names_single.json').read_text())
     assert sidecar['template_set'] == 'single' and sidecar['background'] is False
     assert sidecar['class_names'] == ID_ORDER_NAMES and sidecar['embed_dim'] == EMBED_DIM
+
+
+def test_vild_embeddings_are_a_vocabulary_file_of_the_model(tool: ModuleType, workspace: Path,
+                                                            model: OpenCLIPRegion,
+                                                            tmp_path: Path) -> None:
+    """``--templates vild``: each row averages the class's 63 official ViLD prompts, and the
+    sidecar names the open_clip model, which ``load_class_embeddings`` checks."""
+    out = tmp_path / 'lvis_vild.npy'
+    tool.main([str(workspace / 'lvis.json'), '--model', TINY_VIT, '--checkpoint',
+               str(workspace / 'tiny.pt'), '--templates', 'vild', '--out', str(out)])
+    vild = get_prompt_set('vild')
+    # Hand-checked official prompts (the full set is checked in test_text_embeddings.py).
+    assert vild.prompts('traffic light')[0] == 'There is a traffic light in the scene.'
+    assert vild.prompts('traffic light')[2] == 'This is a photo of a traffic light in the scene.'
+    expected = torch.stack([F.normalize(model.encode_text(vild.prompts(name)).mean(dim=0), dim=0)
+                            for name in ID_ORDER_NAMES])
+    loaded = load_class_embeddings(str(out), model_name=TINY_VIT, embed_dim=EMBED_DIM,
+                                   num_rows=len(ID_ORDER_NAMES))
+    torch.testing.assert_close(loaded, expected, atol=ATOL, rtol=ATOL)
+    sidecar = json.loads(out.with_suffix('.json').read_text())
+    assert sidecar['model'] == TINY_VIT and sidecar['template_set'] == 'vild'
+    assert sidecar['templates'] == list(VILD_TEMPLATES) and len(sidecar['templates']) == 63
+    assert sidecar['num_rows'] == 3 and sidecar['background'] is False
+    with pytest.raises(ValueError, match=r"made with the text tower of 'mmclim-tiny-vit' \(its "
+                                         r"sidecar\), but the model is 'ViT-B-16-quickgelu'"):
+        load_class_embeddings(str(out), model_name='ViT-B-16-quickgelu')
 
 
 def test_errors(tool: ModuleType, workspace: Path, tmp_path: Path,

@@ -44,6 +44,10 @@ class RegionClassificationMetric(BaseMetric):
       classes, when the dataset meta has ``thing_classes`` and ``stuff_classes`` (as mmdet's
       ``CocoPanopticDataset``), its ``classes`` being the things then the stuff. Every region is
       still ranked among all C classes.
+    - ``things_mean_top{k}`` and ``stuff_mean_top{k}``: likewise split, the mean over the
+      group's classes with at least one region of each class's accuracy. These are CLIM's
+      Table 5 numbers (official ``zero_shot.py`` ``macc_with_is_thing``: ``thing.macc1``,
+      ``thing.macc5``, ``stuff.macc1``, ``stuff.macc5``, there as fractions).
 
     With fewer than k classes, top-k is top-C (every region is correct), named ``top{k}`` still.
     A class scored exactly like the ground-truth class is ranked before it: ties count as
@@ -198,15 +202,23 @@ class RegionClassificationMetric(BaseMetric):
         self._warn_if_empty('ground-truth', labels.size)
         metrics = {f'top{k}': _percent(ranks < k) for k in self.topk}
         per_class_regions = np.bincount(labels, minlength=num_classes)
+        per_class_correct = {k: np.bincount(labels[ranks < k], minlength=num_classes)
+                             for k in self.topk}
         present = per_class_regions > 0
         for k in self.topk:
-            per_class_correct = np.bincount(labels[ranks < k], minlength=num_classes)
-            metrics[f'mean_top{k}'] = _percent(per_class_correct[present] /
+            metrics[f'mean_top{k}'] = _percent(per_class_correct[k][present] /
                                                per_class_regions[present])
         if num_things is not None:
             is_thing = labels < num_things
-            for group, in_group in (('things', is_thing), ('stuff', ~is_thing)):
+            class_is_thing = np.arange(len(per_class_regions)) < num_things
+            for group, in_group, class_in_group in (('things', is_thing, class_is_thing),
+                                                    ('stuff', ~is_thing, ~class_is_thing)):
                 self._warn_if_empty(group, int(in_group.sum()))
                 metrics.update({f'{group}_top{k}': _percent(ranks[in_group] < k)
                                 for k in self.topk})
+                group_present = present & class_in_group
+                metrics.update({
+                    f'{group}_mean_top{k}': _percent(per_class_correct[k][group_present] /
+                                                     per_class_regions[group_present])
+                    for k in self.topk})
         return metrics

@@ -3,25 +3,23 @@
 
 Zero-shot classifiers (region classification, open-vocabulary detection heads) score regions
 against one embedding per class: the normalised mean of the normalised embeddings of the class
-name put in each prompt template (:mod:`.prompt_templates`).
+name put in each prompt template (:mod:`.prompt_templates`). They are written and read by
+:mod:`mmclim.structures.vocabulary`, the one owner of the class-embedding file format.
 """
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import List, Sequence, Union
 
-import numpy as np
 import torch.nn.functional as F
 from torch import Tensor
 
 from mmclim.models.backbones import OpenCLIPRegion
 from mmclim.models.backbones.open_clip_region import DEFAULT_TEXT_BATCH_SIZE
+from .prompt_templates import PromptSet
 
 # The learning-free background class: the word put in the same templates as the classes.
 BACKGROUND_CLASS_NAME = 'background'
 CLASS_FILE_SUFFIXES = ('.json', '.txt')
-EMBEDDING_SUFFIX = '.npy'
-SIDECAR_SUFFIX = '.json'
-TEMPLATE_SLOT = '{}'
 
 
 def clean_class_name(name: str) -> str:
@@ -87,28 +85,39 @@ def load_class_names(path: str) -> List[str]:
     return names
 
 
-def build_prompts(class_names: Sequence[str], templates: Sequence[str]) -> List[str]:
+def as_prompt_set(templates: Union[Sequence[str], PromptSet]) -> PromptSet:
+    """A :class:`PromptSet` as given, or one that puts class names as they are in templates.
+
+    Args:
+        templates (Sequence[str] | PromptSet): T templates, each with one ``{}``, or a set of
+            :func:`get_prompt_set` with its name rules.
+
+    Returns:
+        PromptSet: The set.
+    """
+    return templates if isinstance(templates, PromptSet) else PromptSet(tuple(templates))
+
+
+def build_prompts(class_names: Sequence[str],
+                  templates: Union[Sequence[str], PromptSet]) -> List[str]:
     """Every class name in every template.
 
     Args:
         class_names (Sequence[str]): C class names.
-        templates (Sequence[str]): T templates, each with one ``{}``.
+        templates (Sequence[str] | PromptSet): T templates, each with one ``{}`` (names put in
+            as they are), or a :class:`PromptSet` (e.g. ``get_prompt_set('vild')``), whose rules
+            process the names.
 
     Returns:
         List[str]: C * T prompts, class-major: prompt ``c * T + t`` is class c in template t.
     """
-    if not templates:
-        raise ValueError('templates: expected at least one template, got none')
-    for template in templates:
-        if template.count(TEMPLATE_SLOT) != 1:
-            raise ValueError(f'templates: expected one {TEMPLATE_SLOT!r} in each template, got '
-                             f'{template!r}')
-    return [template.format(name) for name in class_names for template in templates]
+    prompt_set = as_prompt_set(templates)
+    return [prompt for name in class_names for prompt in prompt_set.prompts(name)]
 
 
 def compute_text_embeddings(model: OpenCLIPRegion,
                             class_names: Sequence[str],
-                            templates: Sequence[str],
+                            templates: Union[Sequence[str], PromptSet],
                             background: bool = False,
                             batch_size: int = DEFAULT_TEXT_BATCH_SIZE) -> Tensor:
     """Per-class embeddings: the normalised mean of the class's normalised prompt embeddings.
@@ -117,8 +126,9 @@ def compute_text_embeddings(model: OpenCLIPRegion,
 
     Args:
         model (OpenCLIPRegion): The CLIP model whose text tower embeds the prompts.
-        class_names (Sequence[str]): C class names, put in the templates as they are.
-        templates (Sequence[str]): T templates, each with one ``{}``.
+        class_names (Sequence[str]): C class names.
+        templates (Sequence[str] | PromptSet): T templates, each with one ``{}`` (names put in
+            as they are), or a :class:`PromptSet` whose rules process the names.
         background (bool): Append a background row: :data:`BACKGROUND_CLASS_NAME` put in the
             same templates, a learning-free stand-in for a learned background embedding.
             Defaults to False.
@@ -129,46 +139,9 @@ def compute_text_embeddings(model: OpenCLIPRegion,
     """
     if not class_names:
         raise ValueError('class_names: expected at least one class name, got none')
+    prompt_set = as_prompt_set(templates)
     names = [*class_names, BACKGROUND_CLASS_NAME] if background else list(class_names)
-    prompts = build_prompts(names, templates)
+    prompts = build_prompts(names, prompt_set)
     embeddings = model.encode_text(prompts, normalize=True, batch_size=batch_size)
-    embeddings = embeddings.reshape(len(names), len(templates), -1).mean(dim=1)
+    embeddings = embeddings.reshape(len(names), len(prompt_set), -1).mean(dim=1)
     return F.normalize(embeddings, dim=-1)
-
-
-def sidecar_path(out_file: str) -> str:
-    """The metadata file written next to an embedding file: ``x.npy`` -> ``x.json``.
-
-    Args:
-        out_file (str): Path of the ``.npy`` embedding file.
-
-    Returns:
-        str: Path of the ``.json`` sidecar.
-    """
-    return str(Path(out_file).with_suffix(SIDECAR_SUFFIX))
-
-
-def save_text_embeddings(out_file: str, embeddings: Tensor, metadata: Dict[str, Any]) -> str:
-    """Write embeddings as float32 ``.npy`` and their metadata as a ``.json`` sidecar.
-
-    Args:
-        out_file (str): Path of the ``.npy`` file; its folder is created.
-        embeddings (Tensor): Shape (N, D).
-        metadata (Dict[str, Any]): JSON-serialisable description of how the embeddings were
-            made; ``embed_dim`` (D) and ``num_rows`` (N) are added.
-
-    Returns:
-        str: Path of the sidecar (:func:`sidecar_path`).
-    """
-    if Path(out_file).suffix != EMBEDDING_SUFFIX:
-        raise ValueError(f'out_file: expected a path ending in {EMBEDDING_SUFFIX!r}, got '
-                         f'{out_file!r}')
-    if embeddings.ndim != 2:
-        raise ValueError(f'embeddings: expected shape (N, D), got {tuple(embeddings.shape)}')
-    Path(out_file).parent.mkdir(parents=True, exist_ok=True)
-    np.save(out_file, embeddings.detach().float().cpu().numpy())
-    sidecar = sidecar_path(out_file)
-    with open(sidecar, 'w') as f:
-        json.dump(dict(metadata, embed_dim=embeddings.shape[1], num_rows=embeddings.shape[0]), f,
-                  indent=2)
-    return sidecar

@@ -88,7 +88,12 @@ def test_topk_beyond_the_number_of_classes_is_top_c() -> None:
 
 
 def test_thing_and_stuff_accuracies() -> None:
-    """Things: ranks 0, 0, 2 (top-1 2/3); stuff: ranks 1, 0 (top-1 1/2); all: 3/5."""
+    """Things: ranks 0, 0, 2 (top-1 2/3); stuff: ranks 1, 0 (top-1 1/2); all: 3/5.
+
+    Per class (CLIM's macc): top-1 cat 1/1, dog 1/2 (ranks 0, 2), sky 0/1, grass 1/1, so the
+    things' mean is (1 + 1/2) / 2 = 75 (not the 2/3 of their regions) and the stuff's
+    (0 + 1) / 2 = 50; top-2 dog is still 1/2 (rank 2), sky 1/1: things 75, stuff 100.
+    """
     labels, ranks = [0, 1, 1, 2, 3], [0, 0, 2, 1, 0]
     samples = [_sample(labels[:2], _scores(labels[:2], ranks[:2], 4), img_id=0),
                _sample(labels[2:], _scores(labels[2:], ranks[2:], 4), img_id=1)]
@@ -98,14 +103,28 @@ def test_thing_and_stuff_accuracies() -> None:
         # per class: cat 1, dog 1/2, sky 0, grass 1
         'region_cls/mean_top1': 62.5, 'region_cls/mean_top2': 87.5,
         'region_cls/things_top1': 200 / 3, 'region_cls/things_top2': 200 / 3,
-        'region_cls/stuff_top1': 50.0, 'region_cls/stuff_top2': 100.0})
+        'region_cls/things_mean_top1': 75.0, 'region_cls/things_mean_top2': 75.0,
+        'region_cls/stuff_top1': 50.0, 'region_cls/stuff_top2': 100.0,
+        'region_cls/stuff_mean_top1': 50.0, 'region_cls/stuff_mean_top2': 100.0})
+
+
+def test_group_means_skip_classes_without_regions() -> None:
+    """Dog has no region: the things' mean is cat's alone, 1/3 (ranks 0, 1, 1), though the
+    meta lists dog; sky 1/1 and grass 0/1 average to 50 for the stuff."""
+    labels, ranks = [0, 0, 0, 2, 3], [0, 1, 1, 0, 3]
+    metrics = _evaluate([_sample(labels, _scores(labels, ranks, 4))], PANOPTIC_META, topk=(1, ))
+    assert metrics['region_cls/things_mean_top1'] == pytest.approx(100 / 3)
+    assert metrics['region_cls/stuff_mean_top1'] == pytest.approx(50.0)
+    assert metrics['region_cls/mean_top1'] == pytest.approx((1 / 3 + 1 + 0) / 3 * 100)
 
 
 def test_group_without_regions_is_nan() -> None:
     labels = [0, 1]
     metrics = _evaluate([_sample(labels, _scores(labels, [0, 0], 4))], PANOPTIC_META)
     assert metrics['region_cls/things_top1'] == 100.0
+    assert metrics['region_cls/things_mean_top1'] == 100.0
     assert math.isnan(metrics['region_cls/stuff_top1'])
+    assert math.isnan(metrics['region_cls/stuff_mean_top5'])
     empty = _evaluate([_sample([], torch.zeros(0, 0))], dict(classes=CLASSES))
     assert all(math.isnan(value) for value in empty.values()) and len(empty) == 4
 
@@ -159,13 +178,16 @@ def test_through_mmengine_evaluator() -> None:
             data_samples.append(sample)
         evaluator.process(data_samples)
     metrics = evaluator.evaluate(3)
-    # Ranks of things 0, 0, 2, 0 and of stuff 1, 3.
+    # Ranks of things 0, 0, 2, 0 and of stuff 1, 3. Per class top-1: cat (ranks 0, 0) 1,
+    # dog (0, 2) 1/2, sky (1) 0, grass (3) 0; top-3: 1, 1, 1, 0.
     assert metrics == pytest.approx({
         'region_cls/top1': 50.0, 'region_cls/top3': 5 / 6 * 100,
         'region_cls/mean_top1': (1 + 0.5 + 0 + 0) / 4 * 100,
         'region_cls/mean_top3': (1 + 1 + 1 + 0) / 4 * 100,
         'region_cls/things_top1': 75.0, 'region_cls/things_top3': 100.0,
-        'region_cls/stuff_top1': 0.0, 'region_cls/stuff_top3': 50.0})
+        'region_cls/things_mean_top1': 75.0, 'region_cls/things_mean_top3': 100.0,
+        'region_cls/stuff_top1': 0.0, 'region_cls/stuff_top3': 50.0,
+        'region_cls/stuff_mean_top1': 0.0, 'region_cls/stuff_mean_top3': 50.0})
 
 
 def test_build_from_registry() -> None:

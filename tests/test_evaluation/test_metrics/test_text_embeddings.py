@@ -3,14 +3,13 @@
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from mmclim.evaluation.metrics import (BACKGROUND_CLASS_NAME, ENSEMBLE_TEMPLATES, PROMPT_TEMPLATES,
-                                       build_prompts, compute_text_embeddings, get_prompt_templates,
-                                       load_class_names, save_text_embeddings, sidecar_path)
+                                       PromptSet, build_prompts, compute_text_embeddings,
+                                       get_prompt_set, get_prompt_templates, load_class_names)
 from mmclim.models.backbones import OpenCLIPRegion
 
 EMBED_DIM = 32  # embed_dim of mmclim-tiny-vit
@@ -79,15 +78,19 @@ def test_template_sets() -> None:
     for templates in PROMPT_TEMPLATES.values():
         assert all(template.count('{}') == 1 for template in templates)
     with pytest.raises(ValueError, match=r"template set: expected one of \['ensemble', "
-                                         r"'single'\], got 'imagenet'"):
+                                         r"'single', 'vild'\], got 'imagenet'"):
         get_prompt_templates('imagenet')
 
 
 def test_build_prompts_is_class_major() -> None:
     prompts = build_prompts(['cat', 'dog'], ['a {}.', 'the {} here.'])
     assert prompts == ['a cat.', 'the cat here.', 'a dog.', 'the dog here.']
-    with pytest.raises(ValueError, match="expected one '{}' in each template, got 'a cat.'"):
+    with pytest.raises(ValueError, match="expected one '{}' in each template .* got 'a cat.'"):
         build_prompts(['dog'], ['a cat.'])
+    with pytest.raises(ValueError, match="expected one '{}' in each template .* got 'a {} {}.'"):
+        build_prompts(['dog'], ['a {} {}.'])
+    with pytest.raises(ValueError, match=r"got 'a \{colour\} \{\}.'"):
+        build_prompts(['dog'], ['a {colour} {}.'])
     with pytest.raises(ValueError, match='templates: expected at least one template'):
         build_prompts(['dog'], [])
 
@@ -119,18 +122,75 @@ def test_background_row_is_appended(model: OpenCLIPRegion) -> None:
         compute_text_embeddings(model, [], templates)
 
 
-def test_save_writes_float32_npy_and_sidecar(tmp_path: Path) -> None:
-    out = str(tmp_path / 'sub' / 'coco.npy')
-    embeddings = F.normalize(torch.randn(3, EMBED_DIM, dtype=torch.float64), dim=-1)
-    sidecar = save_text_embeddings(out, embeddings, dict(model='m', class_names=['a', 'b', 'c']))
-    assert sidecar == sidecar_path(out) == str(tmp_path / 'sub' / 'coco.json')
-    saved = np.load(out)
-    assert saved.dtype == np.float32 and saved.shape == (3, EMBED_DIM)
-    np.testing.assert_allclose(saved, embeddings.numpy(), atol=1e-6)
-    assert json.loads(Path(sidecar).read_text()) == dict(
-        model='m', class_names=['a', 'b', 'c'], embed_dim=EMBED_DIM, num_rows=3)
-    with pytest.raises(ValueError, match=r"out_file: expected a path ending in '.npy', got "
-                                         r"'x.pt'"):
-        save_text_embeddings('x.pt', embeddings, {})
-    with pytest.raises(ValueError, match=r'embeddings: expected shape \(N, D\), got \(32,\)'):
-        save_text_embeddings(out, embeddings[0], {})
+# The official prompts of CLIM's class embeddings (wusize/CLIM tools/generate_text_embeddings.py),
+# written out by hand from its templates, article() ("an" before a lower-case vowel of the name
+# as given), processed_name() ("_" -> " ", "/" -> " or ", lower case, no trailing ".") and the
+# "This is " prefix of texts starting with "a" or "the". (template index, expected prompt)
+VILD_PROMPTS = {
+    'apple': [
+        (0, 'There is an apple in the scene.'),
+        (1, 'There is the apple in the scene.'),
+        (2, 'This is a photo of an apple in the scene.'),
+        (5, 'itap of an apple.'),
+        (6, 'itap of my apple.'),
+        (8, 'This is a photo of an apple.'),
+        (17, 'This is a photo of a nice apple.'),  # the template's own "a"
+        (51, 'This is a plastic apple.'),
+        (52, 'This is the plastic apple.'),
+        (59, 'This is an embroidered apple.'),
+        (62, 'This is a painting of a apple.'),
+    ],
+    'traffic_light': [
+        (0, 'There is a traffic light in the scene.'),
+        (8, 'This is a photo of a traffic light.'),
+        (50, 'This is a black and white photo of a traffic light.'),
+    ],
+    'wall-other-merged': [
+        (0, 'There is a wall-other-merged in the scene.'),
+        (10, 'This is a photo of the wall-other-merged.'),
+    ],
+    'Cup/Mug.': [
+        (0, 'There is a cup or mug in the scene.'),
+        (7, 'itap of the cup or mug.'),
+    ],
+    # The article comes from the name before lower-casing: "E" is not in "aeiou".
+    'Egg_roll': [
+        (0, 'There is a egg roll in the scene.'),
+    ],
+}
+
+
+def test_vild_prompts_are_the_official_ones() -> None:
+    prompt_set = get_prompt_set('vild')
+    assert len(get_prompt_templates('vild')) == 63 == len(prompt_set)
+    for name, expected in VILD_PROMPTS.items():
+        prompts = prompt_set.prompts(name)
+        assert len(prompts) == 63
+        for index, prompt in expected:
+            assert prompts[index] == prompt, (name, index)
+    # 2 "There is ..." and 3 "itap of ..." templates keep no prefix: 63 - 5 = 58 have it.
+    prompts = prompt_set.prompts('apple')
+    assert sum(prompt.startswith('This is ') for prompt in prompts) == 58
+    assert len(set(prompts)) == 63
+
+
+def test_build_prompts_with_a_prompt_set_is_class_major() -> None:
+    prompt_set = PromptSet(('a {}.', 'There is {article} {}.'), name_rule=str.upper,
+                           this_is_prefix=True)
+    assert build_prompts(['owl', 'cat'], prompt_set) == [
+        'This is a OWL.', 'There is an OWL.', 'This is a CAT.', 'There is a CAT.']
+    # Plain templates put names as they are and prefix nothing.
+    assert build_prompts(['owl'], ['a {}.', 'There is {article} {}.']) == [
+        'a owl.', 'There is an owl.']
+
+
+def test_vild_embeddings_average_the_vild_prompts(model: OpenCLIPRegion) -> None:
+    vild = get_prompt_set('vild')
+    embeddings = compute_text_embeddings(model, ['apple', 'Cup/Mug.'], vild, batch_size=50)
+    expected = torch.stack([
+        F.normalize(model.encode_text(vild.prompts(name)).mean(dim=0), dim=-1)
+        for name in ('apple', 'Cup/Mug.')])
+    torch.testing.assert_close(embeddings, expected, atol=ATOL, rtol=ATOL)
+    # The set's rules matter: its bare templates give other prompts, other embeddings.
+    bare = compute_text_embeddings(model, ['apple', 'Cup/Mug.'], get_prompt_templates('vild'))
+    assert not torch.allclose(bare, embeddings, atol=1e-3)
