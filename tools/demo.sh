@@ -1,45 +1,65 @@
 #!/usr/bin/env bash
 # The main job on the embedded default data (run by `make demo` after set-up), on CPU:
 #   1. generate the toy shapes (captioned images for training, scenes with boxes for evaluation);
-#   2. train a tiny CLIP from scratch, image-level (the baseline), and export it to open_clip format;
-#   3. embed the 16 class names with its (from now on frozen) text tower;
-#   4. continue the baseline for the same number of steps once image-level and once with CLIM;
-#   5. classify the scenes' ground-truth boxes zero-shot with each model and print the table.
-# Usage: tools/demo.sh [WORK_DIR]
+#   2. train a tiny CLIP from scratch, image-level, both towers (the baseline); export it;
+#   3. embed the 16 class names with its (from now on frozen) text tower, twice: with the
+#      caption wording the tower was trained on, and with prompt templates it never saw;
+#   4. continue the baseline for the same number of steps once image-level and once with CLIM
+#      (the paper recipe: fixed 2x2 + 3x3 + 4x4 mosaics, warm-up cosine, 0.7/0.3 ensembling);
+#   5. classify the scenes' ground-truth boxes zero-shot with each model and each vocabulary.
+# Usage: tools/demo.sh [WORK_DIR]; SEED=N seeds the three trainings (default 0).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK_DIR=${1:-work_dirs/demo}
+SEED=${SEED:-0}
 PY=${PYTHON:-python}
 DATA=data/toy_shapes
 CONFIGS=configs/clim
 BASELINE_CLIP=$WORK_DIR/baseline/clip_openclip.pt
-EMBEDDINGS=$DATA/embeddings/toy_classes.npy
+SEEN=$WORK_DIR/embeddings/toy_classes_seen.npy
+UNSEEN=$WORK_DIR/embeddings/toy_classes_unseen.npy
 cd "$ROOT"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 step() { echo; echo "=== [demo $((SECONDS / 60))m$((SECONDS % 60))s] $1"; }
+SEEDING=(randomness.seed="$SEED")
+# The continuations are evaluated by step 5 only (twice, one per vocabulary).
+NO_VAL=(train_cfg.val_interval=1000000)
 
 step "1/5 generate the toy data in $DATA"
 "$PY" tools/misc/generate_toy_data.py --out "$DATA"
 
-step "2/5 train the image-level CLIP baseline from scratch"
-"$PY" tools/train.py $CONFIGS/clip-baseline_toy-vit_toy-shapes.py --work-dir "$WORK_DIR/baseline"
+step "2/5 train the image-level CLIP baseline from scratch (seed $SEED)"
+"$PY" tools/train.py $CONFIGS/clip-baseline_toy-vit_toy-shapes.py --work-dir "$WORK_DIR/baseline" \
+    --cfg-options "${SEEDING[@]}"
 "$PY" tools/model_converters/clim_to_openclip.py "$(cat "$WORK_DIR/baseline/last_checkpoint")" \
     "$BASELINE_CLIP"
 
-step "3/5 class-name embeddings from the baseline's text tower"
+step "3/5 class-name embeddings from the baseline's text tower (seen and unseen prompts)"
 "$PY" tools/generate_text_embeddings.py $DATA/annotations/instances_val.json \
-    --model mmclim-toy-vit --checkpoint "$BASELINE_CLIP" --templates single --out "$EMBEDDINGS"
-OPTIONS=(model.clip.pretrained="$BASELINE_CLIP" model.class_embeddings="$EMBEDDINGS")
-"$PY" tools/test.py $CONFIGS/clim_toy-vit_toy-shapes.py "$(cat "$WORK_DIR/baseline/last_checkpoint")" \
-    --work-dir "$WORK_DIR/baseline_eval" --cfg-options "${OPTIONS[@]}"
+    --model mmclim-toy-vit --checkpoint "$BASELINE_CLIP" --templates single --out "$SEEN"
+"$PY" tools/generate_text_embeddings.py $DATA/annotations/instances_val.json \
+    --model mmclim-toy-vit --checkpoint "$BASELINE_CLIP" --templates toy-unseen --out "$UNSEEN"
 
 step "4/5 continue the baseline image-level, then with CLIM (same steps, same data)"
+OPTIONS=(model.clip.pretrained="$BASELINE_CLIP" model.class_embeddings="$SEEN")
 "$PY" tools/train.py $CONFIGS/clip-image_toy-vit_toy-shapes.py --work-dir "$WORK_DIR/image" \
-    --cfg-options "${OPTIONS[@]}"
+    --cfg-options "${OPTIONS[@]}" "${SEEDING[@]}" "${NO_VAL[@]}"
 "$PY" tools/train.py $CONFIGS/clim_toy-vit_toy-shapes.py --work-dir "$WORK_DIR/clim" \
-    --cfg-options "${OPTIONS[@]}"
+    --cfg-options "${OPTIONS[@]}" "${SEEDING[@]}" "${NO_VAL[@]}"
 
 step "5/5 zero-shot region classification of the scenes' ground-truth boxes"
-"$PY" tools/misc/region_cls_table.py baseline="$WORK_DIR/baseline_eval" \
-    image-level="$WORK_DIR/image" clim="$WORK_DIR/clim" | tee "$WORK_DIR/results.txt"
+for run in baseline image clim; do
+    checkpoint=$(cat "$WORK_DIR/$run/last_checkpoint")
+    # The baseline is what the continuations start from: its own weights, no ensembling.
+    ensemble=()
+    [[ $run == baseline ]] && ensemble=(model.weight_ensemble=None custom_hooks=[])
+    for vocabulary in seen unseen; do
+        embeddings=$WORK_DIR/embeddings/toy_classes_$vocabulary.npy
+        "$PY" tools/test.py $CONFIGS/clim_toy-vit_toy-shapes.py "$checkpoint" \
+            --work-dir "$WORK_DIR/eval/$run-$vocabulary" \
+            --cfg-options model.clip.pretrained="$BASELINE_CLIP" \
+            model.class_embeddings="$embeddings" "${ensemble[@]}" > /dev/null
+    done
+done
+"$PY" tools/misc/region_cls_table.py "$WORK_DIR" | tee "$WORK_DIR/results.txt"
 echo "demo finished in $((SECONDS / 60))m$((SECONDS % 60))s; table in $WORK_DIR/results.txt"

@@ -19,7 +19,7 @@ model = dict(
     #     --checkpoint checkpoints/clip/RN50x64.pt --templates vild
     class_embeddings='data/coco/embeddings/coco_panoptic_RN50x64_vild.npy')
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    {{_base_.load_image}},
     dict(type='RandomResizedCrop', size=image_size, scale=(0.9, 1.0), interpolation='bicubic'),
     dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'captions')),
 ]

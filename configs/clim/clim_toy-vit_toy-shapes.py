@@ -19,7 +19,7 @@ model = dict(
     class_embeddings=data_root + 'embeddings/toy_classes.npy')
 
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    {{_base_.load_image}},
     dict(type='RandomResizedCrop', size=image_size, scale=(0.9, 1.0), interpolation='bicubic'),
     dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'captions')),
 ]
@@ -33,7 +33,7 @@ train_dataloader = dict(
         data_prefix=dict(img='caption_train/'),
         pipeline=train_pipeline))
 val_pipeline = [
-    dict(type='LoadImageFromFile'),
+    {{_base_.load_image}},
     dict(type='LoadAnnotations', with_bbox=True),
     dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape')),
 ]

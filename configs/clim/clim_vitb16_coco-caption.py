@@ -41,8 +41,11 @@ model = dict(
     data_preprocessor=dict(
         type='DetDataPreprocessor', mean=clip_mean, std=clip_std, bgr_to_rgb=True))
 
+# Decoded as the official PIL pipeline does: Pillow, EXIF orientation not applied.
+load_image = dict(type='LoadImageFromFile', imdecode_backend='pillow',
+                  color_type='color_ignore_orientation')
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    load_image,
     # open_clip image_transform (is_train): RandomResizedCrop(224, scale=(0.9, 1.0)), bicubic
     dict(type='RandomResizedCrop', size=image_size, scale=(0.9, 1.0), interpolation='bicubic'),
     dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'captions')),
@@ -67,10 +70,11 @@ train_dataloader = dict(
 # bounding box, regions with w * h < 64 dropped; images resized to 1024 on the longer side
 # (bicubic) and padded to 1024x1024 with zeros; mean per-class Top-1/Top-5 of things and stuff.
 val_pipeline = [
-    dict(type='LoadImageFromFile'),
+    load_image,
     dict(type='LoadPanopticRegions', min_area=64, max_regions=100, with_mask=False),
+    # ResizeLongest(1024): PIL bicubic (mmcv's Pillow backend gives the same pixels)
     dict(type='Resize', scale=(canvas_size, canvas_size), keep_ratio=True,
-         interpolation='bicubic'),
+         interpolation='bicubic', backend='pillow'),
     dict(type='Pad', size=(canvas_size, canvas_size), pad_val=dict(img=0)),
     dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
                                           'scale_factor')),

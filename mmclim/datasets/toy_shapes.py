@@ -38,6 +38,16 @@ CAPTION_TEMPLATES: Tuple[str, ...] = (
     'a {shape} painted {color}',
     'a {color} {shape} on a grey background',
 )
+# Prompt templates for class names whose wording appears in no caption template above: a zero-shot
+# vocabulary the toy text tower never saw in training (the demo reports both).
+TOY_UNSEEN_PROMPT_TEMPLATES: Tuple[str, ...] = (
+    'there is one {} in the scene.',
+    'itap of the {}.',
+    'a close-up picture showing the {}.',
+    'a drawing of the {}.',
+    'the {} is visible here.',
+    'an image containing one {}.',
+)
 # Colour jitter added to each object so that colour is not one exact RGB value.
 COLOR_JITTER = 25
 

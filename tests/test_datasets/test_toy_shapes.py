@@ -67,3 +67,18 @@ def test_base_only_split_drops_exactly_the_novel_boxes(tmp_path: Path) -> None:
     assert sorted(n.split()[1] for n in TOY_NOVEL_CLASSES) == sorted(SHAPE_NAMES)
     with pytest.raises(ValueError, match='purple circle'):
         write_base_only(ann_file, ['purple circle'])
+
+
+def test_unseen_prompts_share_no_wording_with_the_captions() -> None:
+    """The demo's 'toy-unseen' vocabulary: no prompt is a caption the toy text tower trained on,
+    and no template's words around the class name appear in a caption template."""
+    from mmclim.datasets.toy_shapes import CAPTION_TEMPLATES, TOY_UNSEEN_PROMPT_TEMPLATES
+    from mmclim.evaluation.metrics import get_prompt_set
+    captions = {template.format(color='red', shape='circle') for template in CAPTION_TEMPLATES}
+    prompts = get_prompt_set('toy-unseen').prompts('red circle')
+    assert len(prompts) == len(TOY_UNSEEN_PROMPT_TEMPLATES) and not captions & set(prompts)
+    caption_words = {word for caption in captions for word in caption.split()} - {'red', 'circle'}
+    for prompt in prompts:
+        context = set(prompt.rstrip('.').split()) - {'red', 'circle'}
+        # Function words aside, the words around the class name are new to the tower.
+        assert not (context - {'a', 'an', 'the', 'one', 'of', 'on'}) & caption_words, prompt

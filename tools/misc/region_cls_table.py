@@ -1,18 +1,24 @@
 # Copyright (c) mmclim contributors. All rights reserved.
-"""Print the zero-shot region classification results of several runs side by side.
+"""Print the zero-shot region classification table of one or more ``tools/demo.sh`` runs.
 
-Each run is ``NAME=WORK_DIR``; the last record with ``region_cls/top1`` in the run's json logs
-(``tools/test.py``'s ``<timestamp>.json`` or the training run's ``vis_data/scalars.json``) is used.
+Each demo folder holds ``eval/<run>-<vocabulary>/`` (``tools/test.py`` work dirs, whose newest
+json record with ``region_cls/top1`` is read) for the runs baseline, image and clim and the
+vocabularies seen (the caption wording) and unseen (prompt templates the text tower never saw).
+With several folders (e.g. three seeds) every cell is the mean and the sample standard
+deviation over them.
 
-Usage: python tools/misc/region_cls_table.py baseline=work_dirs/demo/baseline_eval \
-    image-level=work_dirs/demo/image clim=work_dirs/demo/clim
+Usage: python tools/misc/region_cls_table.py work_dirs/demo [work_dirs/demo_seed1 ...]
 """
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import Dict, List
 
-KEYS = ('region_cls/top1', 'region_cls/top5', 'region_cls/mean_top1', 'region_cls/mean_top5')
+RUNS = (('baseline', 'baseline'), ('image', '+image-level'), ('clim', '+CLIM'))
+VOCABULARIES = ('seen', 'unseen')
+METRICS = ('top1', 'top5', 'mean_top1', 'mean_top5')
+PREFIX = 'region_cls/'
 
 
 def last_record(work_dir: Path) -> Dict[str, float]:
@@ -24,28 +30,38 @@ def last_record(work_dir: Path) -> Dict[str, float]:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if isinstance(record, dict) and KEYS[0] in record:
+            if isinstance(record, dict) and PREFIX + METRICS[0] in record:
                 records.append(record)
     if not records:
-        raise FileNotFoundError(f'no json record with {KEYS[0]} under {work_dir}')
+        raise FileNotFoundError(f'no json record with {PREFIX + METRICS[0]} under {work_dir}')
     return records[-1]
+
+
+def cell(values: List[float]) -> str:
+    """One value, or mean +- sample standard deviation of several."""
+    if len(values) == 1:
+        return f'{values[0]:.2f}'
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean)**2 for v in values) / (len(values) - 1))
+    return f'{mean:.2f} +- {std:.2f}'
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('runs', nargs='+', help='NAME=WORK_DIR')
+    parser.add_argument('demo_dirs', nargs='+', type=Path, help='work dirs of tools/demo.sh')
     args = parser.parse_args()
-    rows = []
-    for run in args.runs:
-        name, _, work_dir = run.partition('=')
-        if not work_dir:
-            raise ValueError(f'expected NAME=WORK_DIR, got {run!r}')
-        rows.append((name, last_record(Path(work_dir))))
-    header = f'{"run":14s}' + ''.join(f'{key.split("/")[1]:>11s}' for key in KEYS)
-    print(header)
-    print('-' * len(header))
-    for name, record in rows:
-        print(f'{name:14s}' + ''.join(f'{record.get(key, float("nan")):11.2f}' for key in KEYS))
+    width = 9 if len(args.demo_dirs) == 1 else 16
+    print(f'zero-shot region classification, %, {len(args.demo_dirs)} run(s): '
+          + ', '.join(str(d) for d in args.demo_dirs))
+    for vocabulary in VOCABULARIES:
+        header = f'{vocabulary + " prompts":16s}' + ''.join(f'{m:>{width}s}' for m in METRICS)
+        print()
+        print(header)
+        print('-' * len(header))
+        for run, name in RUNS:
+            records = [last_record(d / 'eval' / f'{run}-{vocabulary}') for d in args.demo_dirs]
+            print(f'{name:16s}' + ''.join(
+                f'{cell([r[PREFIX + m] for r in records]):>{width}s}' for m in METRICS))
 
 
 if __name__ == '__main__':

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from string import Formatter
 from typing import Callable, Dict, List, Tuple
 
+from mmclim.datasets.toy_shapes import TOY_UNSEEN_PROMPT_TEMPLATES
+
 NAME_FIELD = ''  # the positional field ``{}``
 ARTICLE_FIELD = 'article'
 # ViLD's article(): "an" when the name's first character is one of these (case-sensitive: the
@@ -206,7 +208,9 @@ class PromptSet:
 PROMPT_SETS: Dict[str, PromptSet] = dict(
     single=PromptSet(SINGLE_TEMPLATES),
     ensemble=PromptSet(ENSEMBLE_TEMPLATES),
-    vild=PromptSet(VILD_TEMPLATES, name_rule=vild_class_name, this_is_prefix=True))
+    vild=PromptSet(VILD_TEMPLATES, name_rule=vild_class_name, this_is_prefix=True),
+    # The toy data's zero-shot vocabulary in a wording its captions never use (tools/demo.sh).
+    **{'toy-unseen': PromptSet(TOY_UNSEEN_PROMPT_TEMPLATES)})
 # The templates of each set (without their name rules): use :func:`get_prompt_set` to build
 # prompts, so that a set's rules come with it.
 PROMPT_TEMPLATES: Dict[str, Tuple[str, ...]] = {
@@ -217,7 +221,7 @@ def get_prompt_set(name: str) -> PromptSet:
     """A named set of :data:`PROMPT_SETS`: its templates and name rules.
 
     Args:
-        name (str): ``'single'``, ``'ensemble'`` or ``'vild'``.
+        name (str): ``'single'``, ``'ensemble'``, ``'vild'`` or ``'toy-unseen'``.
 
     Returns:
         PromptSet: The set.

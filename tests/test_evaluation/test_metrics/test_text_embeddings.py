@@ -78,7 +78,7 @@ def test_template_sets() -> None:
     for templates in PROMPT_TEMPLATES.values():
         assert all(template.count('{}') == 1 for template in templates)
     with pytest.raises(ValueError, match=r"template set: expected one of \['ensemble', "
-                                         r"'single', 'vild'\], got 'imagenet'"):
+                                         r"'single', 'toy-unseen', 'vild'\], got 'imagenet'"):
         get_prompt_templates('imagenet')
 
 
