@@ -3,7 +3,7 @@
 import argparse
 import os
 
-from mmclim.engine import add_runner_args, build_runner, load_config, parse_runner_args
+from mmclim.engine import add_runner_args, load_config, managed_runner, parse_runner_args
 
 
 def parse_args() -> argparse.Namespace:
@@ -33,7 +33,9 @@ def main() -> None:
             cfg.test_evaluator, (list, tuple)) else [cfg.test_evaluator]
         cfg.test_evaluator.append(dict(type='DumpDetResults', out_file_path=args.out))
 
-    build_runner(cfg).test()
+    # The teardown stops dataloader workers and destroys the process group before exit.
+    with managed_runner(cfg) as runner:
+        runner.test()
 
 
 if __name__ == '__main__':

@@ -2,7 +2,7 @@
 """Train a model from an mmclim (or any mmdet) config with the MMEngine runner."""
 import argparse
 
-from mmclim.engine import add_runner_args, build_runner, load_config, parse_runner_args
+from mmclim.engine import add_runner_args, load_config, managed_runner, parse_runner_args
 
 
 def parse_args() -> argparse.Namespace:
@@ -39,7 +39,9 @@ def main() -> None:
         cfg.resume = True
         cfg.load_from = args.resume
 
-    build_runner(cfg).train()
+    # The teardown stops dataloader workers and destroys the process group before exit.
+    with managed_runner(cfg) as runner:
+        runner.train()
 
 
 if __name__ == '__main__':

@@ -1,21 +1,27 @@
 # Copyright (c) mmclim contributors. All rights reserved.
-"""Config and launcher set-up shared by ``tools/train.py`` and ``tools/test.py``."""
+"""Config, launcher set-up and teardown shared by ``tools/train.py`` and ``tools/test.py``."""
 import argparse
+import contextlib
 import datetime
+import gc
+import logging
 import os
 import os.path as osp
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 import torch.distributed as torch_dist
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
 from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
+from mmengine.runner import BaseLoop, Runner
 
 # Backend used when a distributed launcher is asked for on a machine without CUDA.
 CPU_DIST_BACKEND = 'gloo'
 
+# The runner's loops: each attribute holds a built loop, or the config of a loop never built.
+RUNNER_LOOP_ATTRS = ('_train_loop', '_val_loop', '_test_loop')
 
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
 
@@ -112,3 +118,106 @@ def setup_cpu_distributed(cfg: Config) -> None:
         find_unused_parameters=cfg.get('find_unused_parameters', False))
     wrapper_cfg['device_ids'] = None
     cfg.model_wrapper_cfg = wrapper_cfg
+
+
+def shutdown_dataloader_workers(runner: Runner) -> int:
+    """Stop the worker processes of the dataloaders the runner's loops have started.
+
+    A dataloader with ``num_workers > 0`` keeps its workers in its iterator: with
+    ``persistent_workers=True`` for the whole run (``DataLoader._iterator``), and in an
+    ``IterBasedTrainLoop`` also whenever ``max_iters`` ends an epoch early (the loop's own
+    ``dataloader_iterator``). Left alone, they are shut down by the iterators' finalizers while
+    the interpreter exits. Loops never built are skipped: building one now would build its
+    dataloader.
+
+    Args:
+        runner (Runner): The runner, after ``train()``, ``val()`` or ``test()``.
+
+    Returns:
+        int: How many iterators with worker processes were shut down.
+    """
+    iterators = []
+    for name in RUNNER_LOOP_ATTRS:
+        loop = getattr(runner, name, None)
+        if not isinstance(loop, BaseLoop):
+            continue
+        iterators.append(getattr(loop.dataloader, '_iterator', None))
+        iterators.append(getattr(getattr(loop, 'dataloader_iterator', None), '_iterator', None))
+    shut_down = set()
+    for iterator in iterators:
+        # Only the multi-process iterator has workers (torch's _MultiProcessingDataLoaderIter);
+        # its _shutdown_workers is what its __del__ calls, and is a no-op the second time.
+        shutdown = getattr(iterator, '_shutdown_workers', None)
+        if callable(shutdown) and id(iterator) not in shut_down:
+            shutdown()
+            shut_down.add(id(iterator))
+    return len(shut_down)
+
+
+def teardown_runner(runner: Optional[Runner] = None, synchronize: bool = True) -> None:
+    """Release what a run holds outside the main thread, while the interpreter is still whole.
+
+    In this order: the dataloader worker processes (:func:`shutdown_dataloader_workers`), then,
+    when a process group is initialised, a barrier (``synchronize`` only), the runner's model
+    wrapper (DDP holds a reference to the process group; the runner keeps the wrapped model) and
+    the process group itself, destroyed and collected so that its C++ destructor runs now.
+
+    Without this, the gloo process group was destroyed only during interpreter shutdown. Its
+    worker threads release each finished collective (and the tensors it used) shortly after the
+    caller's ``wait()`` returns; when a tensor's Python object had been freed meanwhile, that
+    release takes the GIL. A worker that got there after finalisation had begun was ended by
+    Python with ``pthread_exit`` inside a ``noexcept`` destructor, so the process aborted
+    (SIGABRT, "terminate called without an active exception") after a run that had finished.
+    The destructor joins the worker threads: none is left after this function unless something
+    other than the runner's model wrapper still holds the process group.
+
+    Args:
+        runner (Runner, optional): The runner; None when building it failed. Defaults to None.
+        synchronize (bool): Wait for every rank at a barrier before destroying the process
+            group, so that no rank closes its connections while another still communicates.
+            Pass False on error paths: the other ranks may never reach the barrier. Defaults
+            to True.
+    """
+    if runner is not None:
+        num_iterators = shutdown_dataloader_workers(runner)
+        if num_iterators:
+            print_log(f'shut down the workers of {num_iterators} dataloader iterator(s)',
+                      logger='current', level=logging.DEBUG)
+    if not (torch_dist.is_available() and torch_dist.is_initialized()):
+        return
+    backend, rank = torch_dist.get_backend(), torch_dist.get_rank()
+    if synchronize:
+        torch_dist.barrier()
+    if runner is not None and is_model_wrapper(getattr(runner, 'model', None)):
+        runner.model = runner.model.module
+    torch_dist.destroy_process_group()
+    gc.collect()  # the group dies with its last reference: also any held in reference cycles
+    print_log(f'destroyed the {backend} process group (rank {rank})', logger='current',
+              level=logging.DEBUG)
+
+
+@contextlib.contextmanager
+def managed_runner(cfg: Config) -> Iterator[Runner]:
+    """:func:`build_runner` for a ``with`` block that ends with :func:`teardown_runner`.
+
+    On an exception (building the runner included) the teardown skips the barrier and logs its
+    own errors instead of raising them, so the original exception is the one reported.
+
+    Args:
+        cfg (Config): The config, as for :func:`build_runner`.
+
+    Yields:
+        Runner: The runner.
+    """
+    runner = None
+    try:
+        runner = build_runner(cfg)
+        yield runner
+    except BaseException:
+        try:
+            teardown_runner(runner, synchronize=False)
+        except Exception as error:  # keep the run's own error as the one raised
+            print_log(f'teardown after a failed run failed too: {error!r}', logger='current',
+                      level=logging.WARNING)
+        raise
+    teardown_runner(runner)
