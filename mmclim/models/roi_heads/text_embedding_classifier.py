@@ -9,7 +9,7 @@ from mmdet.utils import OptMultiConfig
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
-from .class_split import load_novel_class_mask
+from mmclim.structures import read_split_file
 
 # F-VLM's temperature of the detector's cosine-similarity classifier (Kuo et al., ICLR 2023: the
 # logits are cosine similarities divided by T = 0.01).
@@ -67,7 +67,7 @@ class TextEmbeddingClassifier(BaseModule):
             (``tools/generate_text_embeddings.py`` without ``--background``: the background
             embedding is learned).
         split_file (str): The data set's open-vocabulary split, naming the novel classes
-            (:func:`~.class_split.load_novel_class_mask`); it must cover the C classes.
+            (:func:`mmclim.structures.read_split_file`); it must cover the C classes.
         temperature (float): Divisor of the cosine similarities. Defaults to 0.01 (F-VLM).
         init_cfg (dict or List[dict], optional): mmengine initialisation config. Defaults to
             None.
@@ -90,7 +90,7 @@ class TextEmbeddingClassifier(BaseModule):
             raise ValueError(f'{name}.text_embeddings: {text_embeddings} has {num_classes} rows, '
                              f'expected {out_features - 1} (the bbox head num_classes; make it '
                              'without --background, the background embedding is learned)')
-        novel_mask = load_novel_class_mask(split_file)
+        novel_mask = read_split_file(split_file).novel_mask()
         if len(novel_mask) != num_classes:
             raise ValueError(f'{name}.split_file: {split_file} lists {len(novel_mask)} base and '
                              f'novel classes, expected {num_classes} (the rows of '

@@ -15,9 +15,10 @@ from torch import nn
 
 import mmclim.models.backbones.clip_vit_pyramid  # noqa: F401 (registers the backbone)
 import mmclim.models.necks  # noqa: F401
-from mmclim.datasets.ov_splits import (OV_COCO_CLASSES, OV_COCO_NOVEL_CLASSES, dump_json,
-                                       lvis_category_split, split_description)
+from mmclim.datasets.ov_splits import (OV_COCO_CLASSES, OV_COCO_NOVEL_CLASSES, category_names,
+                                       lvis_category_split)
 from mmclim.models.detectors import FVLM
+from mmclim.structures import split_record, write_split_file
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 FVLM_CONFIGS = sorted(REPO_ROOT.glob('configs/fvlm_*.py'))
@@ -47,7 +48,9 @@ def split_file(tmp_path_factory: pytest.TempPathFactory) -> str:
                 categories=[dict(id=cat_id, name=f'class_{cat_id}', frequency=frequency)
                             for cat_id, frequency in FREQUENCIES.items()])
     path = str(tmp_path_factory.mktemp('lvis') / 'lvis_v1_train_ov_split.json')
-    dump_json(split_description(data, lvis_category_split(data, 'fixture'), 'fixture'), path)
+    split = lvis_category_split(data, 'fixture')
+    write_split_file(path, split_record(category_names(data), split.base_ids, split.novel_ids,
+                                        'fixture'))
     return path
 
 
