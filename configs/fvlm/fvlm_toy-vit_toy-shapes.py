@@ -5,7 +5,7 @@
 # --cfg-options model.backbone.pretrained=<clim export>.
 # Run: tools/dist_train.sh configs/fvlm/fvlm_toy-vit_toy-shapes.py 2 (2 processes x 4 images).
 _base_ = './fvlm_vitb16_fpn_lsj-184k_ov-coco.py'
-from mmclim.datasets.toy_shapes import TOY_NOVEL_CLASSES, class_names  # noqa: E402
+from mmclim.datasets.toy_shapes import class_names  # noqa: E402
 
 data_root = 'data/toy_shapes/'
 classes = tuple(class_names())
@@ -69,8 +69,7 @@ val_dataloader = dict(
         data_prefix=dict(img='val/'),
         pipeline=test_pipeline))
 test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json',
-                     novel_classes=TOY_NOVEL_CLASSES)
+val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json', split_file=split_file)
 test_evaluator = val_evaluator
 
 max_iters = 200

@@ -5,7 +5,7 @@
 _base_ = './fvlm_vitb16_fpn_lsj-184k_ov-lvis.py'
 # The split's class names (the import must follow _base_: mmengine reads a config that starts with
 # an import as a new-style lazy-import config).
-from mmclim.datasets.ov_splits import OV_COCO_CLASSES, OV_COCO_NOVEL_CLASSES  # noqa: E402
+from mmclim.datasets.ov_splits import OV_COCO_CLASSES  # noqa: E402
 
 data_root = 'data/coco/'
 # The 65 OV-COCO classes (base and novel) in category-id order, the label order of the files of
@@ -52,5 +52,5 @@ val_evaluator = dict(
     type='OVCocoSplitMetric',
     ann_file=data_root + 'annotations/instances_val2017_ov_all.json',
     metric='bbox',
-    novel_classes=OV_COCO_NOVEL_CLASSES)
+    split_file=split_file)  # names the novel classes
 test_evaluator = val_evaluator
