@@ -16,8 +16,12 @@ classes = tuple(class_names())
 split_file = data_root + 'annotations/' + TOY_SPLIT_FILE  # written with the base-only file
 # `make demo` step 3 (tools/generate_text_embeddings.py --model mmclim-toy-vit, with sidecar).
 class_embeddings = data_root + 'embeddings/toy_classes.npy'
-channels = 64  # neck, RPN and RoI convolutions: a quarter of the 256 of the paper models
-fc_channels = 256  # box head fully connected layers: a quarter of 1024
+# A quarter of the paper models' sizes: neck, RPN and RoI convolutions (256), box head fully
+# connected layers (1024), RoIs sampled per image for the box head (512; its CPU time, RoIAlign
+# and the 4 convolutions, grows with them).
+channels = 64
+fc_channels = 256
+rois_per_image = 128
 norm_cfg = dict(type='BN', requires_grad=True)
 
 model = dict(
@@ -36,7 +40,8 @@ model = dict(
             norm_cfg=norm_cfg,
             num_classes=len(classes),
             class_embeddings=class_embeddings,
-            split_file=split_file)))
+            split_file=split_file)),
+    train_cfg=dict(rcnn=dict(sampler=dict(num=rois_per_image))))
 
 scene_size = (128, 128)  # the generated scenes; Resize is a no-op that records scale_factor
 train_pipeline = [
