@@ -6,7 +6,8 @@ import sys
 EXPECTED = {
     'MODELS': [
         'CLIMCaptionLoss', 'OpenCLIPRegion', 'CLIMCLIP', 'CLIPViTPyramidBackbone',
-        'SimplePyramidFPN', 'TextEmbeddingClassifier', 'FVLMRoIHead', 'FVLM'
+        'SimplePyramidFPN', 'NormRPNHead', 'TextEmbeddingClassifier', 'FVLMBBoxHead',
+        'FVLMRoIHead', 'FVLM'
     ],
     'DATASETS': ['CocoCaptionPairDataset', 'CC3MCaptionDataset'],
     'METRICS': ['RegionClassificationMetric', 'OVCocoSplitMetric', 'FastLVISMetric'],

@@ -8,7 +8,8 @@ shared). ``tools/dataset_converters/prepare_ov_{coco,lvis}.py`` read and write t
 
 Categories and category ids are kept in ascending id order, as COCO and LVIS list them: the order
 of mmdet's labels for these files, of the rows of ``tools/generate_text_embeddings.py`` and of
-the novel-class mask of ``mmclim.models.roi_heads.class_split``.
+the novel-class mask of the split file (:mod:`mmclim.structures.vocabulary`, which writes and
+reads it).
 
 - **OV-COCO** (:data:`OV_COCO_BASE_CLASSES`, :data:`OV_COCO_NOVEL_CLASSES`): the 48/17 split of
   the 80 COCO 2017 classes by name; the remaining 15 classes are unused.
@@ -281,24 +282,10 @@ def ov_lvis_train(data: Dict[str, Any], split: CategorySplit) -> Dict[str, Any]:
     return dict(out, images=images, categories=categories)
 
 
-def split_description(data: Dict[str, Any], split: CategorySplit, rule: str) -> Dict[str, Any]:
-    """A small json-able record of a split: base and novel ids and names.
-
-    Args:
-        data (dict): The annotation file the split was taken from.
-        split (CategorySplit): Its split.
-        rule (str): How the split was made, for the reader.
-
-    Returns:
-        dict: ``rule``, ``base_category_ids``, ``base_classes``, ``novel_category_ids`` and
-        ``novel_classes``, each list by ascending category id.
-    """
-    names = {category['id']: category['name'] for category in data['categories']}
-    return dict(rule=rule,
-                base_category_ids=list(split.base_ids),
-                base_classes=[names[cat_id] for cat_id in split.base_ids],
-                novel_category_ids=list(split.novel_ids),
-                novel_classes=[names[cat_id] for cat_id in split.novel_ids])
+def category_names(data: Dict[str, Any]) -> Dict[int, str]:
+    """The name of each category of an annotation file, by id (for
+    :func:`mmclim.structures.split_record`)."""
+    return {category['id']: category['name'] for category in data['categories']}
 
 
 def count_annotations(data: Dict[str, Any], category_ids: Iterable[int]) -> int:

@@ -14,6 +14,8 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageDraw
 
+from mmclim.structures.vocabulary import split_record, write_split_file
+
 SHAPES: Tuple[str, ...] = ('circle', 'square', 'triangle', 'diamond')
 COLORS: Dict[str, Tuple[int, int, int]] = {
     'red': (220, 40, 40),
@@ -31,6 +33,9 @@ AREA_FRACTION: Dict[str, float] = dict(circle=math.pi / 4, square=1.0, triangle=
 # seen visual concepts. Detectors train on the 12 base classes' boxes only.
 TOY_NOVEL_CLASSES: Tuple[str, ...] = ('red diamond', 'green triangle', 'blue square',
                                       'yellow circle')
+# The split file written beside the base-only training file, and how it was made.
+TOY_SPLIT_FILE = 'ov_split.json'
+TOY_SPLIT_RULE = 'toy shapes: novel = mmclim.datasets.toy_shapes.TOY_NOVEL_CLASSES'
 # Caption templates for the single-object images, filled with colour and shape.
 CAPTION_TEMPLATES: Tuple[str, ...] = (
     'a photo of a {color} {shape}',
@@ -220,8 +225,8 @@ def write_base_only(ann_file: Path, novel_classes: Sequence[str] = TOY_NOVEL_CLA
     """Write ``<stem>_ov_base.json``: ``ann_file`` without the annotations of novel classes.
 
     Images keep their novel objects, unlabelled, as in OV-COCO and OV-LVIS training data. Also
-    writes ``ov_split.json`` beside it with ``base_category_ids`` and ``novel_category_ids``, the
-    split file format of ``tools/dataset_converters/prepare_ov_*.py``.
+    writes the split file :data:`TOY_SPLIT_FILE` beside it, in the format of
+    ``tools/dataset_converters/prepare_ov_*.py`` (:func:`mmclim.structures.write_split_file`).
 
     Args:
         ann_file (Path): A COCO instances file of :func:`generate_shape_scenes`.
@@ -240,7 +245,8 @@ def write_base_only(ann_file: Path, novel_classes: Sequence[str] = TOY_NOVEL_CLA
                            if names[ann['category_id']] not in novel_classes]
     out = Path(ann_file).with_name(f'{Path(ann_file).stem}_ov_base.json')
     out.write_text(json.dumps(coco))
-    split = dict(base_category_ids=sorted(i for i, n in names.items() if n not in novel_classes),
-                 novel_category_ids=sorted(i for i, n in names.items() if n in novel_classes))
-    out.with_name('ov_split.json').write_text(json.dumps(split))
+    novel_ids = [cat_id for cat_id, name in names.items() if name in novel_classes]
+    base_ids = [cat_id for cat_id in names if cat_id not in novel_ids]
+    write_split_file(str(out.with_name(TOY_SPLIT_FILE)),
+                     split_record(names, base_ids, novel_ids, TOY_SPLIT_RULE))
     return out

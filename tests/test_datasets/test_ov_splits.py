@@ -9,9 +9,10 @@ from mmdet.datasets import CocoDataset
 
 from mmclim.datasets.ov_splits import (LVIS_IMAGE_COUNT_FIELD, LVIS_INSTANCE_COUNT_FIELD,
                                        OV_COCO_BASE_CLASSES, OV_COCO_CLASSES, OV_COCO_NOVEL_CLASSES,
-                                       CategorySplit, annotated_image_ids, coco_category_split,
-                                       count_annotations, load_annotation_file, lvis_category_split,
-                                       ov_lvis_train, split_description, subset_instances)
+                                       CategorySplit, annotated_image_ids, category_names,
+                                       coco_category_split, count_annotations, load_annotation_file,
+                                       lvis_category_split, ov_lvis_train, subset_instances)
+from mmclim.structures import read_split_file, split_record, write_split_file
 
 COCO_2017_CLASSES = CocoDataset.METAINFO['classes']
 NUM_BASE, NUM_NOVEL, NUM_UNUSED = 48, 17, 15  # OV-RCNN's split of the 80 COCO classes
@@ -132,12 +133,54 @@ def test_ov_lvis_train_drops_every_novel_label() -> None:
     assert counts == [(2, 2), (0, 0), (1, 1), (0, 0)]
 
 
-def test_split_description() -> None:
+def _write_split(tmp_path: Path, data: dict, split: CategorySplit) -> str:
+    """The split file of ``data``, as the converters write it."""
+    path = str(tmp_path / 'split.json')
+    write_split_file(path, split_record(category_names(data), split.base_ids, split.novel_ids,
+                                        'fixture'))
+    return path
+
+
+def test_split_file_round_trip(tmp_path: Path) -> None:
     data = _lvis()
-    description = split_description(data, lvis_category_split(data, 'lvis.json'), 'rule')
-    assert description == dict(rule='rule', base_category_ids=[1, 5],
-                               base_classes=['apple', 'cab'], novel_category_ids=[2, 7],
-                               novel_classes=['banjo', 'dalmatian'])
+    split = read_split_file(_write_split(tmp_path, data, lvis_category_split(data, 'lvis.json')))
+    assert split.base_ids == (1, 5) and split.base_classes == ('apple', 'cab')
+    assert split.novel_ids == (2, 7) and split.novel_classes == ('banjo', 'dalmatian')
+    # Labels follow the ascending ids 1 (f), 2 (r), 5 (c), 7 (r).
+    assert split.novel_mask().tolist() == [False, True, False, True]
+
+
+def test_lvis_categories_out_of_id_order_give_the_mask_in_id_order(tmp_path: Path) -> None:
+    categories = [dict(id=5, name='cat_e', frequency='c'), dict(id=1, name='cat_a', frequency='f'),
+                  dict(id=3, name='cat_c', frequency='r'), dict(id=2, name='cat_b', frequency='c'),
+                  dict(id=9, name='cat_i', frequency='r')]
+    data = dict(images=[], annotations=[], categories=categories)
+    split_file = _write_split(tmp_path, data, lvis_category_split(data, 'fixture'))
+    # Ascending ids 1 (f), 2 (c), 3 (r), 5 (c), 9 (r).
+    assert read_split_file(split_file).novel_mask().tolist() == [False, False, True, False, True]
+
+
+def test_ov_coco_novel_mask_in_the_label_order_of_ov_coco_classes(tmp_path: Path) -> None:
+    data = _coco()
+    mask = read_split_file(_write_split(tmp_path, data, coco_category_split(data, 'coco')))
+    mask = mask.novel_mask()
+    assert mask.tolist() == [name in OV_COCO_NOVEL_CLASSES for name in OV_COCO_CLASSES]
+    assert int(mask.sum()) == NUM_NOVEL and len(mask) == NUM_BASE + NUM_NOVEL
+
+
+@pytest.mark.parametrize('content,match', [
+    ('[1, 2]', "'base_category_ids' is a list of category ids"),
+    (json.dumps(dict(base_category_ids=[1, 2])), "'novel_category_ids' is a list"),
+    (json.dumps(dict(base_category_ids=[1, 2], novel_category_ids=[2])),
+     r'ids \[2\] are both base and novel'),
+    (json.dumps(dict(base_category_ids=[1, 1], novel_category_ids=[2])), 'repeats category'),
+    ('{', 'not a valid JSON file'),
+])
+def test_rejects_bad_split_files(tmp_path: Path, content: str, match: str) -> None:
+    path = tmp_path / 'split.json'
+    path.write_text(content)
+    with pytest.raises(ValueError, match=f'{path}: .*{match}'):
+        read_split_file(str(path))
 
 
 def test_load_annotation_file_errors(tmp_path: Path) -> None:

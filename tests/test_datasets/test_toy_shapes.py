@@ -53,6 +53,8 @@ def test_invalid_sizes_rejected(tmp_path: Path) -> None:
 
 def test_base_only_split_drops_exactly_the_novel_boxes(tmp_path: Path) -> None:
     from mmclim.datasets import TOY_NOVEL_CLASSES, write_base_only
+    from mmclim.datasets.toy_shapes import TOY_SPLIT_FILE
+    from mmclim.structures import read_split_file
     ann_file = generate_shape_scenes(str(tmp_path), 'train', 30, image_size=64, seed=0)
     full = json.loads(ann_file.read_text())
     base = json.loads(write_base_only(ann_file).read_text())
@@ -62,6 +64,10 @@ def test_base_only_split_drops_exactly_the_novel_boxes(tmp_path: Path) -> None:
     assert len(base['annotations']) == len(full['annotations']) - len(novel_in_full)
     assert not any(names[a['category_id']] in TOY_NOVEL_CLASSES for a in base['annotations'])
     assert base['images'] == full['images'] and base['categories'] == full['categories']
+    split = read_split_file(str(ann_file.with_name(TOY_SPLIT_FILE)))
+    assert set(split.novel_classes) == set(TOY_NOVEL_CLASSES)
+    assert [names[i] for i in split.novel_ids] == list(split.novel_classes)
+    assert set(split.base_ids) | set(split.novel_ids) == set(names)
     # a Latin square: each colour and each shape is novel exactly once
     assert sorted(n.split()[0] for n in TOY_NOVEL_CLASSES) == sorted(COLORS_NAMES)
     assert sorted(n.split()[1] for n in TOY_NOVEL_CLASSES) == sorted(SHAPE_NAMES)

@@ -3,14 +3,17 @@
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 from conftest import REPO_ROOT, python_tool, run_tool
 
 from mmclim.datasets import class_names, generate_shape_scenes, write_base_only
+from mmclim.structures import save_class_embeddings
 
 TOY_FVLM = REPO_ROOT / 'configs' / 'fvlm' / 'fvlm_toy-vit_toy-shapes.py'
-EMBED_DIM = 64  # mmclim-toy-vit
+TOY_CLIP = 'mmclim-toy-vit'
+EMBED_DIM = 64  # of mmclim-toy-vit
 
 
 @pytest.mark.slow
@@ -19,10 +22,9 @@ def test_test_tool_writes_ov_metrics(tmp_path: Path) -> None:
     train = generate_shape_scenes(str(data), 'train', 8, image_size=128, seed=0)
     write_base_only(train)
     generate_shape_scenes(str(data), 'val', 4, image_size=128, seed=1)
-    (data / 'embeddings').mkdir()
-    rows = np.random.RandomState(0).randn(len(class_names()), EMBED_DIM).astype(np.float32)
-    np.save(data / 'embeddings' / 'toy_classes.npy',
-            rows / np.linalg.norm(rows, axis=1, keepdims=True))
+    rows = torch.randn(len(class_names()), EMBED_DIM, generator=torch.Generator().manual_seed(0))
+    save_class_embeddings(str(data / 'embeddings' / 'toy_classes.npy'), F.normalize(rows, dim=-1),
+                          TOY_CLIP)
     options = ['--cfg-options', 'model.backbone.pretrained=None',  # random frozen toy CLIP
                'model.test_cfg.rcnn.score_thr=0.0']
     run_tool(python_tool('train.py', str(TOY_FVLM), '--work-dir', str(tmp_path / 'train'),

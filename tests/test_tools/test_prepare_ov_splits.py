@@ -241,7 +241,8 @@ def test_novel_ap50_of_the_split_files_agree(ov_coco: Path) -> None:
     # (image id, class name, box x1 y1 x2 y2, score): airplane found after a false sink.
     detections = [(101, 'airplane', (4, 4, 24, 24), 0.8), (104, 'sink', (4, 4, 24, 24), 0.9),
                   (101, 'person', (4, 4, 24, 24), 0.7), (102, 'sink', (30, 30, 60, 60), 0.5)]
-    metric = OVCocoSplitMetric(ann_file=str(ov_coco / 'instances_val2017_ov_all.json'))
+    metric = OVCocoSplitMetric(split_file=str(ov_coco / 'ov_coco_split.json'),
+                               ann_file=str(ov_coco / 'instances_val2017_ov_all.json'))
     metric.dataset_meta = dict(classes=OV_COCO_CLASSES)
     for image_id in (101, 102, 104):
         dets = [det for det in detections if det[0] == image_id]

@@ -29,9 +29,10 @@ import sys
 from typing import Any, Dict, List, Optional
 
 from mmclim.datasets.ov_splits import (OV_COCO_BASE_CLASSES, OV_COCO_NOVEL_CLASSES, CategorySplit,
-                                       annotated_image_ids, coco_category_split, count_annotations,
-                                       dump_json, load_annotation_file, split_description,
+                                       annotated_image_ids, category_names, coco_category_split,
+                                       count_annotations, dump_json, load_annotation_file,
                                        subset_instances)
+from mmclim.structures import split_record, write_split_file
 
 SPLIT_FILE = 'ov_coco_split.json'
 SPLIT_RULE = (f'OV-COCO (Zareian et al., OV-RCNN, CVPR 2021): {len(OV_COCO_BASE_CLASSES)} base '
@@ -91,7 +92,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         _write(f'{val_stem}_ov_{subset}.json',
                subset_instances(val, annotation_ids, split.ids, val_images), val, split, out_dir)
     split_path = osp.join(out_dir, SPLIT_FILE)
-    dump_json(split_description(train, split, SPLIT_RULE), split_path)
+    write_split_file(split_path, split_record(category_names(train), split.base_ids,
+                                              split.novel_ids, SPLIT_RULE))
     print(f'{split_path}: base and novel category ids and names')
 
 

@@ -21,8 +21,9 @@ from typing import List, Optional
 
 from mmclim.datasets.ov_splits import (LVIS_BASE_FREQUENCIES, LVIS_NOVEL_FREQUENCIES,
                                        LVIS_V1_NUM_BASE_CLASSES, LVIS_V1_NUM_NOVEL_CLASSES,
-                                       annotated_image_ids, dump_json, load_annotation_file,
-                                       lvis_category_split, ov_lvis_train, split_description)
+                                       annotated_image_ids, category_names, dump_json,
+                                       load_annotation_file, lvis_category_split, ov_lvis_train)
+from mmclim.structures import split_record, write_split_file
 
 BASE_SUFFIX = '_ov_base.json'
 SPLIT_SUFFIX = '_ov_split.json'
@@ -58,7 +59,8 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     train = ov_lvis_train(data, split)
     dump_json(train, out)
-    dump_json(split_description(data, split, SPLIT_RULE), split_out)
+    write_split_file(split_out, split_record(category_names(data), split.base_ids,
+                                             split.novel_ids, SPLIT_RULE))
 
     kept = len(train['annotations'])
     print(f'{args.ann_file}: {len(data["images"])} images, {len(data["annotations"])} '

@@ -12,7 +12,7 @@ from mmengine.fileio import load
 from mmengine.logging import MMLogger
 from terminaltables import AsciiTable
 
-from mmclim.datasets.ov_splits import OV_COCO_NOVEL_CLASSES
+from mmclim.structures import read_split_file
 
 # OV-COCO reports box AP at IoU 0.5 (OV-RCNN, Zareian et al., CVPR 2021, Table 1).
 AP50_IOU_THR = 0.5
@@ -111,9 +111,11 @@ class OVCocoSplitMetric(CocoMetric):
     ``coco/bbox_AP50_novel``, ``coco/bbox_AP50_all``, ``coco/bbox_mAP``, ...; values in [0, 1]
     rounded to 3 decimals, -1 for a subset without ground truth.
 
-    The novel classes are those of ``novel_classes``, by name; every other class of the dataset
-    (``dataset_meta['classes']``, e.g. ``OV_COCO_CLASSES`` with the files of
-    ``tools/dataset_converters/prepare_ov_coco.py``) is base.
+    The base and novel classes are those of the data set's open-vocabulary split file
+    (``split_file``, read by :func:`mmclim.structures.read_split_file`; e.g. ``ov_coco_split.json``
+    of ``tools/dataset_converters/prepare_ov_coco.py``), matched to the ground truth's categories
+    by name; the dataset's classes (``dataset_meta['classes']``, e.g. ``OV_COCO_CLASSES``) must be
+    exactly the split's base and novel classes.
 
     Unlike mmdet's ``OVCocoMetric`` (hence the other name), the split needs no ``base_classes``
     / ``novel_classes`` in the dataset meta, categories are matched to ``COCOeval``'s precision by
@@ -124,12 +126,12 @@ class OVCocoSplitMetric(CocoMetric):
     ``ori_shape``, and ``instances`` when ``ann_file`` is None).
 
     Args:
+        split_file (str): The open-vocabulary split file, with the class names
+            (``base_classes`` and ``novel_classes``).
         ann_file (str, optional): COCO-format ground truth, e.g. the ``_ov_all`` val file of
             ``prepare_ov_coco.py``. None converts the data samples' ``instances``. Defaults to
             None.
         metric (str | list[str]): 'bbox' and/or 'segm'. Defaults to 'bbox'.
-        novel_classes (Sequence[str]): Names of the novel classes, each a class of the dataset.
-            Defaults to ``OV_COCO_NOVEL_CLASSES``, the 17 novel classes of OV-COCO.
         classwise (bool): Also log a table of each class's AP50 and split. Defaults to False.
         format_only (bool): Only write the detections to ``outfile_prefix`` json files.
             Defaults to False.
@@ -143,9 +145,9 @@ class OVCocoSplitMetric(CocoMetric):
     """
 
     def __init__(self,
+                 split_file: str,
                  ann_file: Optional[str] = None,
                  metric: Union[str, List[str]] = 'bbox',
-                 novel_classes: Sequence[str] = OV_COCO_NOVEL_CLASSES,
                  classwise: bool = False,
                  format_only: bool = False,
                  outfile_prefix: Optional[str] = None,
@@ -157,32 +159,41 @@ class OVCocoSplitMetric(CocoMetric):
         if unsupported:
             raise ValueError(f'OVCocoSplitMetric.metric: {unsupported} are not supported, expected '
                              f'some of {SUPPORTED_METRICS} (base/novel AP needs class labels)')
-        if isinstance(novel_classes, str):
-            raise TypeError(f'OVCocoSplitMetric.novel_classes: expected a sequence of class names, '
-                            f'got the string {novel_classes!r}')
+        split = read_split_file(split_file)
+        if not split.novel_classes or not split.base_classes:
+            raise ValueError(f'OVCocoSplitMetric.split_file: {split_file} has no class names '
+                             '(base_classes and novel_classes); write it with '
+                             'mmclim.structures.split_record, as the converters do')
         super().__init__(ann_file=ann_file, metric=metrics, classwise=classwise,
                          format_only=format_only, outfile_prefix=outfile_prefix,
                          backend_args=backend_args, collect_device=collect_device, prefix=prefix)
-        self.novel_classes = tuple(novel_classes)
+        self.split_file = split_file
+        self.base_classes = split.base_classes
+        self.novel_classes = split.novel_classes
 
     @property
     def dataset_meta(self) -> Optional[dict]:
-        """The dataset meta; setting it checks that the novel classes are dataset classes, so a
-        misnamed class fails before inference rather than after it."""
+        """The dataset meta; setting it checks that its classes are the split's, so a mismatched
+        split file fails before inference rather than after it."""
         return BaseMetric.dataset_meta.fget(self)
 
     @dataset_meta.setter
     def dataset_meta(self, dataset_meta: Optional[dict]) -> None:
         if dataset_meta is not None:
-            self._check_novel_classes(dataset_meta['classes'])
+            self._check_classes(dataset_meta['classes'])
         BaseMetric.dataset_meta.fset(self, dataset_meta)
 
-    def _check_novel_classes(self, classes: Sequence[str]) -> None:
-        """Raise a ValueError naming the novel classes that are not among ``classes``."""
-        missing = [name for name in self.novel_classes if name not in classes]
-        if missing:
-            raise ValueError(f'OVCocoSplitMetric.novel_classes: {missing} are not classes of the '
-                             f'dataset (dataset_meta["classes"]: {list(classes)})')
+    def _check_classes(self, classes: Sequence[str]) -> None:
+        """Raise a ValueError naming the classes that are in only one of the dataset and the
+        split."""
+        split_classes = set(self.base_classes) | set(self.novel_classes)
+        not_in_dataset = sorted(split_classes - set(classes))
+        not_in_split = sorted(set(classes) - split_classes)
+        if not_in_dataset or not_in_split:
+            raise ValueError(f'OVCocoSplitMetric.split_file: {self.split_file} does not list the '
+                             f'dataset\'s classes: {not_in_dataset} are not dataset classes, '
+                             f'{not_in_split} are neither base nor novel (expected the split '
+                             'file of the dataset\'s annotations)')
 
     def _split_cat_ids(self) -> Tuple[List[int], List[int]]:
         """The evaluated category ids (``self.cat_ids``) of the base and of the novel classes,

@@ -1,115 +1,110 @@
 # Copyright (c) mmclim contributors. All rights reserved.
-from typing import List, Sequence, Tuple
+from typing import List, Sequence
 
 from mmcv.cnn import build_activation_layer, build_norm_layer
 from mmdet.registry import MODELS
-from mmdet.utils import ConfigType, OptMultiConfig
+from mmdet.utils import ConfigType, OptConfigType, OptMultiConfig
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
-# Detector strides of the four maps, ViTDet's simple feature pyramid (Li et al., ECCV 2022).
+# Detector strides of the four maps fed to the FPN (F-VLM, ViTDet's simple feature pyramid).
 PYRAMID_STRIDES = (4, 8, 16, 32)
-# ViTDet upsamples with 2x2 transposed convolutions of stride 2, halving the channels each time.
-DECONV_SCALE = 2
-# GroupNorm with one group is LayerNorm over (C, H, W) of conv features (Wu & He, "Group
-# Normalization", 2018); ViTDet normalises each position's channels instead.
-DEFAULT_NORM_CFG = dict(type='GN', num_groups=1)
-DEFAULT_ACT_CFG = dict(type='GELU')  # ViTDet's activation between the two deconvolutions
+# The official CLIPViT's "interpolate" layers (ovdet/ovdet/models/backbones/clip_vit.py) upsample
+# by 2 with ConvTranspose2d(width, width, kernel_size=2, stride=2), channels kept, and
+# downsample by 2 with MaxPool2d(kernel_size=2, stride=2).
+RESCALE_FACTOR = 2
+# Between two consecutive upsamplings: norm_cfg's layer, then GELU (official clip_vit.py).
+DEFAULT_ACT_CFG = dict(type='GELU')
 
 
 def _power_of_two(value: int) -> bool:
-    return value > 0 and value & (value - 1) == 0
+    return isinstance(value, int) and value > 0 and value & (value - 1) == 0
 
 
 @MODELS.register_module()
 class SimplePyramidFPN(BaseModule):
-    """ViTDet's simple feature pyramid on patch-token maps of a plain ViT, then an FPN neck.
+    """F-VLM's trainable neck: each backbone map rescaled to its detector stride, then an FPN.
 
-    Each input map (stride p, the patch size) is rescaled to one detector stride of
-    ``out_strides``: up by 2^k with k 2x2 stride-2 transposed convolutions (channels halved by
-    each, LayerNorm-like normalisation and GELU in between), kept as it is, or down by 2^k with
-    a 2^k max-pool. For p = 16 and strides (4, 8, 16, 32): two deconvolutions, one, identity and
-    a 2x max-pool. The rescaled maps feed ``fpn`` (e.g. mmdet's ``FPN``), whose ``in_channels``
-    are filled in here.
+    As the official CLIM code's F-VLM (the ``interpolate1-4`` layers of its ``CLIPViT``, then the
+    config's neck): a map of stride s_in becomes stride s_out by k = log2(s_in / s_out)
+    transposed convolutions of kernel 2 and stride 2 keeping the channels, with ``norm_cfg``'s
+    layer and GELU between consecutive ones (one upsampling: no normalisation); by a
+    (s_out / s_in) max-pool; or is kept as it is. For ViT-B/16 (stride 16) and out strides
+    (4, 8, 16, 32): two deconvolutions, one, identity and a 2x max-pool, 768 channels each. For a
+    ResNet's C2-C5, every rescaling is the identity: the neck is the plain FPN. The rescaled
+    maps feed ``fpn`` (mmdet's ``FPN`` or ``NASFPN``), whose ``in_channels`` are filled in here.
 
-    These layers have weights, so they live here in the trainable neck rather than in the frozen
-    backbone (:class:`~mmclim.models.backbones.CLIPViTPyramidBackbone`), which has none.
+    ``in_channels`` and ``in_strides`` are the backbone's (``FVLM`` fills them in from the built
+    backbone, so configs never type them).
 
     Args:
-        in_channels (int): Channels of every input map (the ViT width).
-        in_stride (int): Stride of every input map (the ViT patch size), a power of two.
+        in_channels (Sequence[int]): Channels of each input map.
+        in_strides (Sequence[int]): Stride of each input map, powers of two.
         fpn (dict): Config of the neck taking the rescaled maps, without ``in_channels``, e.g.
             ``dict(type='FPN', out_channels=256, num_outs=5)``.
-        out_strides (Sequence[int]): The stride each input map is rescaled to, one per map, each
-            a power of two. Defaults to (4, 8, 16, 32).
-        norm_cfg (dict): Normalisation between consecutive transposed convolutions. Defaults to
-            ``dict(type='GN', num_groups=1)``.
+        out_strides (Sequence[int]): The stride each input map is rescaled to, one per map,
+            powers of two. Defaults to (4, 8, 16, 32).
+        norm_cfg (dict, optional): Normalisation between consecutive transposed convolutions;
+            None for none. Defaults to None.
         act_cfg (dict): Activation after that normalisation. Defaults to ``dict(type='GELU')``.
         init_cfg (dict or List[dict], optional): mmengine initialisation config of the
-            rescaling layers; ``fpn`` has its own. Defaults to None.
+            rescaling layers (None: PyTorch's defaults, as the official code); ``fpn`` has its
+            own. Defaults to None.
     """
 
     def __init__(self,
-                 in_channels: int,
-                 in_stride: int,
+                 in_channels: Sequence[int],
+                 in_strides: Sequence[int],
                  fpn: ConfigType,
                  out_strides: Sequence[int] = PYRAMID_STRIDES,
-                 norm_cfg: ConfigType = DEFAULT_NORM_CFG,
+                 norm_cfg: OptConfigType = None,
                  act_cfg: ConfigType = DEFAULT_ACT_CFG,
                  init_cfg: OptMultiConfig = None) -> None:
         super().__init__(init_cfg=init_cfg)
         name = type(self).__name__
-        strides = (in_stride, *out_strides)
-        if not out_strides or not all(isinstance(s, int) and _power_of_two(s) for s in strides):
-            raise ValueError(f'{name}.in_stride and out_strides: expected powers of two (and at '
-                             f'least one out stride), got in_stride={in_stride}, '
-                             f'out_strides={tuple(out_strides)}')
+        in_channels, in_strides, out_strides = (tuple(values) for values in
+                                                (in_channels, in_strides, out_strides))
+        if not out_strides or not len(in_channels) == len(in_strides) == len(out_strides):
+            raise ValueError(f'{name}: expected one in_channels, in_strides and out_strides entry '
+                             f'per map, got {in_channels}, {in_strides} and {out_strides}')
+        if not all(_power_of_two(stride) for stride in in_strides + out_strides):
+            raise ValueError(f'{name}.in_strides and out_strides: expected powers of two, got '
+                             f'{in_strides} and {out_strides}')
         if 'in_channels' in fpn:
-            raise ValueError(f'{name}.fpn: expected no in_channels (they follow from in_channels '
-                             f'and the rescaling), got {fpn["in_channels"]}')
-        self.in_stride = in_stride
-        self.out_strides = tuple(out_strides)
-        self.rescales = nn.ModuleList()
-        fpn_in_channels: List[int] = []
-        for out_stride in self.out_strides:
-            rescale, channels = self._build_rescale(in_channels, out_stride, norm_cfg, act_cfg)
-            self.rescales.append(rescale)
-            fpn_in_channels.append(channels)
-        self.fpn = MODELS.build(dict(fpn, in_channels=fpn_in_channels))
+            raise ValueError(f'{name}.fpn: expected no in_channels (they are the input maps\' '
+                             f'channels), got {fpn["in_channels"]}')
+        self.in_strides = in_strides
+        self.out_strides = out_strides
+        self.rescales = nn.ModuleList(
+            self._rescale(channels, in_stride, out_stride, norm_cfg, act_cfg)
+            for channels, in_stride, out_stride in zip(in_channels, in_strides, out_strides))
+        self.fpn = MODELS.build(dict(fpn, in_channels=list(in_channels)))
 
-    def _build_rescale(self, channels: int, out_stride: int, norm_cfg: ConfigType,
-                       act_cfg: ConfigType) -> Tuple[nn.Module, int]:
-        """Layers taking a map of ``channels`` from ``in_stride`` to ``out_stride``, and their
-        output channels."""
-        if out_stride < self.in_stride:
-            up = self.in_stride // out_stride
-            num_deconvs = up.bit_length() - 1
-            if channels % up:
-                raise ValueError(f'{type(self).__name__}.in_channels: expected a multiple of '
-                                 f'{up} to halve it {num_deconvs} times, got {channels}')
-            layers: List[nn.Module] = []
-            for index in range(num_deconvs):
-                if index:
-                    layers += [build_norm_layer(norm_cfg, channels)[1],
-                               build_activation_layer(act_cfg)]
-                layers.append(nn.ConvTranspose2d(channels, channels // DECONV_SCALE,
-                                                 kernel_size=DECONV_SCALE, stride=DECONV_SCALE))
-                channels //= DECONV_SCALE
-            return nn.Sequential(*layers), channels
-        if out_stride > self.in_stride:
-            down = out_stride // self.in_stride
-            return nn.MaxPool2d(kernel_size=down, stride=down), channels
-        return nn.Identity(), channels
+    @staticmethod
+    def _rescale(channels: int, in_stride: int, out_stride: int, norm_cfg: OptConfigType,
+                 act_cfg: ConfigType) -> nn.Module:
+        """Layers taking a map of ``channels`` from ``in_stride`` to ``out_stride``."""
+        if out_stride > in_stride:
+            return nn.MaxPool2d(kernel_size=out_stride // in_stride, stride=out_stride // in_stride)
+        layers: List[nn.Module] = []
+        for index in range((in_stride // out_stride).bit_length() - 1):
+            if index:
+                if norm_cfg is not None:
+                    layers.append(build_norm_layer(norm_cfg, channels)[1])
+                layers.append(build_activation_layer(act_cfg))
+            layers.append(nn.ConvTranspose2d(channels, channels, kernel_size=RESCALE_FACTOR,
+                                             stride=RESCALE_FACTOR))
+        return nn.Sequential(*layers) if layers else nn.Identity()
 
-    def forward(self, inputs: Tuple[Tensor, ...]) -> Tuple[Tensor, ...]:
+    def forward(self, inputs: Sequence[Tensor]) -> tuple:
         """Rescale each map to its stride and run the FPN.
 
         Args:
-            inputs (Tuple[Tensor, ...]): One map per out stride, each of shape
-                (B, in_channels, H/p, W/p).
+            inputs (Sequence[Tensor]): One map per out stride, map i of shape
+                (B, in_channels[i], H/in_strides[i], W/in_strides[i]).
 
         Returns:
-            Tuple[Tensor, ...]: The outputs of ``fpn``; for mmdet's ``FPN``, maps of shape
+            tuple: The outputs of ``fpn``; for mmdet's ``FPN``, maps of shape
             (B, out_channels, H/s, W/s) for s in ``out_strides`` and then the extra levels.
         """
         if len(inputs) != len(self.rescales):

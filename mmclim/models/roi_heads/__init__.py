@@ -1,10 +1,9 @@
 # Copyright (c) mmclim contributors. All rights reserved.
-from .class_split import load_novel_class_mask
+from .fvlm_bbox_head import FVLMBBoxHead
 from .fvlm_roi_head import FVLMRoIHead
-from .fvlm_scores import fvlm_fuse_scores, vlm_region_scores
-from .text_embedding_classifier import TextEmbeddingClassifier, load_text_embeddings
+from .fvlm_scores import cosine_logits, fvlm_fuse_scores
+from .text_embedding_classifier import TextEmbeddingClassifier
 
 __all__ = [
-    'FVLMRoIHead', 'TextEmbeddingClassifier', 'fvlm_fuse_scores', 'vlm_region_scores',
-    'load_novel_class_mask', 'load_text_embeddings'
+    'FVLMBBoxHead', 'FVLMRoIHead', 'TextEmbeddingClassifier', 'cosine_logits', 'fvlm_fuse_scores'
 ]

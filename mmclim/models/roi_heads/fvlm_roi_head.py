@@ -11,70 +11,63 @@ from mmdet.utils import ConfigType, InstanceList
 from mmengine.structures import InstanceData
 from torch import Tensor
 
-from .fvlm_scores import (CLIP_TEMPERATURE, FVLM_BASE_ALPHA, FVLM_NOVEL_BETA, fvlm_fuse_scores,
-                          vlm_region_scores)
+from .fvlm_bbox_head import FVLMBBoxHead
+from .fvlm_scores import cosine_logits, fvlm_fuse_scores
 from .text_embedding_classifier import TextEmbeddingClassifier
 
 
 @MODELS.register_module()
 class FVLMRoIHead(StandardRoIHead):
-    """Mask R-CNN RoI head of F-VLM: class-agnostic boxes and masks, text-embedding classifier,
-    and detection scores fused with a frozen VLM's region scores at test time.
+    """F-VLM's RoI head: class-agnostic boxes and masks, text-embedding classifier, and the
+    detection scores fused with the frozen VLM's scores at test time.
 
-    Training is that of ``StandardRoIHead``; the bbox head's classifier
-    (:class:`~.TextEmbeddingClassifier`) masks the novel classes, and ground truth of a novel
-    class is an error (the training file must be base-only).
+    Training is ``StandardRoIHead``'s, with the ground truth checked to hold base classes only.
 
-    At test time every RoI is scored by the bbox head (softmax over classes and background) and
-    regressed to one class-agnostic box. The VLM scores the same boxes, after regression and
-    before NMS (:func:`~.fvlm_scores.vlm_region_scores` on the frozen backbone's dense map, with
-    the classifier's text embeddings), so each output box carries the fused score of the very box
-    that is output. The scores are fused per class (:func:`~.fvlm_scores.fvlm_fuse_scores`; the
-    novel classes are the classifier's), then NMS and the mask head run as in Mask R-CNN.
+    At test time, as the official ``FVLMStandardRoIHead`` and ``FVLMConvFCBBoxHead``: every
+    proposal is scored by the box head (softmax over the classes and background) and regressed
+    to one class-agnostic box; the VLM scores the same proposal, before regression (its region
+    embedding ``vlm_embeddings`` comes from the detector, pooled from the frozen backbone's VLM
+    map), as a softmax over the classes and background of ``vlm_logit_scale`` times the cosine
+    similarities with the classifier's class and learned background embeddings. The two are
+    fused per class (:func:`~.fvlm_scores.fvlm_fuse_scores`: ``base_alpha`` for the base classes,
+    ``novel_beta`` for the novel ones), then the regressed boxes go through mmdet's
+    ``multiclass_nms`` and the mask head as in Mask R-CNN.
 
     Args:
-        vlm_temperature (float): Temperature of the VLM's softmax over classes. Defaults to
-            0.01, CLIP's logit scale of 100.
-        base_alpha (float): VLM weight in the fusion for the base classes, in [0, 1]. Defaults
-            to 0.35 (F-VLM, OV-LVIS).
-        novel_beta (float): VLM weight in the fusion for the novel classes, in [0, 1]. Defaults
-            to 0.65 (F-VLM, OV-LVIS).
-        **kwargs: ``StandardRoIHead`` arguments. ``bbox_head`` must regress class-agnostic boxes
-            with a ``TextEmbeddingClassifier`` as ``cls_predictor_cfg``; a ``mask_head`` must be
-            class-agnostic.
+        vlm_logit_scale (float): Multiplier of the VLM's cosine similarities (the official
+            ``clip_temp``: 50 on OV-LVIS, 75 on OV-COCO).
+        base_alpha (float): VLM weight in the fusion for the base classes, in [0, 1] (official
+            ``alpha``: 0.35 on OV-LVIS, 0.1 on OV-COCO).
+        novel_beta (float): VLM weight for the novel classes, in [0, 1] (official ``beta``:
+            0.65 on OV-LVIS, 0.8 on OV-COCO).
+        **kwargs: ``StandardRoIHead`` arguments. ``bbox_head`` must be an ``FVLMBBoxHead``; a
+            ``mask_head`` must be class-agnostic.
     """
 
-    def __init__(self,
-                 vlm_temperature: float = CLIP_TEMPERATURE,
-                 base_alpha: float = FVLM_BASE_ALPHA,
-                 novel_beta: float = FVLM_NOVEL_BETA,
+    def __init__(self, vlm_logit_scale: float, base_alpha: float, novel_beta: float,
                  **kwargs) -> None:
         super().__init__(**kwargs)
         name = type(self).__name__
-        if vlm_temperature <= 0:
-            raise ValueError(f'{name}.vlm_temperature: expected a positive number, got '
-                             f'{vlm_temperature}')
+        if vlm_logit_scale <= 0:
+            raise ValueError(f'{name}.vlm_logit_scale: expected a positive number, got '
+                             f'{vlm_logit_scale}')
         for field, weight in (('base_alpha', base_alpha), ('novel_beta', novel_beta)):
             if not 0 <= weight <= 1:
                 raise ValueError(f'{name}.{field}: expected a weight in [0, 1], got {weight}')
-        if not self.with_bbox or not getattr(self.bbox_head, 'reg_class_agnostic', False):
-            raise ValueError(f'{name}.bbox_head: expected a bbox head with '
-                             'reg_class_agnostic=True (novel classes have no trained regressor)')
-        if not isinstance(getattr(self.bbox_head, 'fc_cls', None), TextEmbeddingClassifier):
-            raise ValueError(f"{name}.bbox_head.cls_predictor_cfg: expected "
-                             f"type='TextEmbeddingClassifier', got "
-                             f'{type(getattr(self.bbox_head, "fc_cls", None)).__name__}')
+        if not isinstance(getattr(self, 'bbox_head', None), FVLMBBoxHead):
+            raise ValueError(f"{name}.bbox_head: expected type='FVLMBBoxHead', got "
+                             f'{type(getattr(self, "bbox_head", None)).__name__}')
         if self.with_mask and not self.mask_head.class_agnostic:
             raise ValueError(f'{name}.mask_head: expected class_agnostic=True (novel classes '
                              'have no trained mask channel)')
-        self.vlm_temperature = vlm_temperature
+        self.vlm_logit_scale = vlm_logit_scale
         self.base_alpha = base_alpha
         self.novel_beta = novel_beta
 
     @property
     def classifier(self) -> TextEmbeddingClassifier:
-        """The bbox head's text-embedding classifier."""
-        return self.bbox_head.fc_cls
+        """The box head's text-embedding classifier."""
+        return self.bbox_head.classifier
 
     def loss(self, x: Tuple[Tensor], rpn_results_list: InstanceList,
              batch_data_samples: SampleList) -> dict:
@@ -97,14 +90,26 @@ class FVLMRoIHead(StandardRoIHead):
                              '(the *_ov_base.json of tools/dataset_converters/prepare_ov_*.py)')
         return super().loss(x, rpn_results_list, batch_data_samples)
 
+    def vlm_scores(self, vlm_embeddings: Tensor) -> Tensor:
+        """The VLM's probabilities of the classes and background.
+
+        Args:
+            vlm_embeddings (Tensor): VLM region embeddings, shape (K, D).
+
+        Returns:
+            Tensor: Softmax over the C classes and background (last), shape (K, C + 1).
+        """
+        logits = cosine_logits(vlm_embeddings, self.classifier.class_and_background_embeddings(),
+                               self.vlm_logit_scale)
+        return logits.softmax(dim=-1)
+
     def predict(self,
                 x: Tuple[Tensor],
                 rpn_results_list: InstanceList,
                 batch_data_samples: SampleList,
                 rescale: bool = False,
                 *,
-                vlm_map: Tensor,
-                vlm_stride: int) -> InstanceList:
+                vlm_embeddings: Tensor) -> InstanceList:
         """Boxes (and masks) scored by the fusion of the detection and VLM scores.
 
         Args:
@@ -112,9 +117,8 @@ class FVLMRoIHead(StandardRoIHead):
             rpn_results_list (InstanceList): B proposal sets, ``bboxes`` of shape (K_i, 4).
             batch_data_samples (SampleList): B samples (their metainfo is used).
             rescale (bool): Return boxes and masks in original image pixels. Defaults to False.
-            vlm_map (Tensor): The frozen VLM's dense map in the text-embedding space, shape
-                (B, D, H/s, W/s).
-            vlm_stride (int): Input pixels per cell s of ``vlm_map``.
+            vlm_embeddings (Tensor): The VLM region embedding of every proposal, images then
+                proposals in order, shape (sum K_i, D).
 
         Returns:
             InstanceList: B results with ``bboxes`` (N_i, 4), ``scores`` (N_i,), ``labels``
@@ -124,7 +128,7 @@ class FVLMRoIHead(StandardRoIHead):
         # The mask branch rescales boxes and masks together (as StandardRoIHead.predict).
         results_list = self.predict_bbox(
             x, batch_img_metas, rpn_results_list, rcnn_test_cfg=self.test_cfg,
-            rescale=rescale and not self.with_mask, vlm_map=vlm_map, vlm_stride=vlm_stride)
+            rescale=rescale and not self.with_mask, vlm_embeddings=vlm_embeddings)
         if self.with_mask:
             results_list = self.predict_mask(x, batch_img_metas, results_list, rescale=rescale)
         return results_list
@@ -136,8 +140,7 @@ class FVLMRoIHead(StandardRoIHead):
                      rcnn_test_cfg: ConfigType,
                      rescale: bool = False,
                      *,
-                     vlm_map: Tensor,
-                     vlm_stride: int) -> InstanceList:
+                     vlm_embeddings: Tensor) -> InstanceList:
         """Detections scored by the F-VLM fusion, after NMS.
 
         Args:
@@ -146,25 +149,29 @@ class FVLMRoIHead(StandardRoIHead):
             rpn_results_list (InstanceList): B proposal sets, ``bboxes`` of shape (K_i, 4).
             rcnn_test_cfg (ConfigType): ``score_thr``, ``nms`` and ``max_per_img``.
             rescale (bool): Return boxes in original image pixels. Defaults to False.
-            vlm_map (Tensor): See :meth:`predict`, shape (B, D, H/s, W/s).
-            vlm_stride (int): See :meth:`predict`.
+            vlm_embeddings (Tensor): See :meth:`predict`, shape (sum K_i, D).
 
         Returns:
             InstanceList: B results with ``bboxes`` (N_i, 4), ``scores`` (N_i,) and ``labels``
             (N_i,).
         """
-        # Without a test config, mmdet's bbox head returns each RoI's regressed box (clipped to
-        # the image, in input pixels) and its softmax over the classes and background, no NMS.
+        num_proposals = [len(results) for results in rpn_results_list]
+        if vlm_embeddings.shape[0] != sum(num_proposals):
+            raise ValueError(f'vlm_embeddings: expected one per proposal ({sum(num_proposals)}), '
+                             f'got shape {tuple(vlm_embeddings.shape)}')
+        # Without a test config, mmdet's box head returns every proposal's regressed box
+        # (clipped to the image, in input pixels) and its softmax over the classes and
+        # background, in proposal order, without NMS.
         per_roi = super().predict_bbox(x, batch_img_metas, rpn_results_list, rcnn_test_cfg=None,
                                        rescale=False)
         num_classes = self.classifier.num_classes
-        vlm_scores = vlm_region_scores(vlm_map, [rois.bboxes for rois in per_roi], vlm_stride,
-                                       self.classifier.text_embeddings, self.vlm_temperature)
+        vlm_scores = self.vlm_scores(vlm_embeddings).split(num_proposals)
         results_list = []
-        for rois, image_vlm_scores, img_meta in zip(
-                per_roi, vlm_scores.split([len(rois) for rois in per_roi]), batch_img_metas):
-            fused = fvlm_fuse_scores(rois.scores[:, :num_classes], image_vlm_scores,
-                                     self.classifier.novel_mask, self.base_alpha, self.novel_beta)
+        for rois, image_vlm_scores, img_meta in zip(per_roi, vlm_scores, batch_img_metas):
+            fused = fvlm_fuse_scores(rois.scores[:, :num_classes],
+                                     image_vlm_scores[:, :num_classes].to(rois.scores),
+                                     self.classifier.novel_mask, self.base_alpha,
+                                     self.novel_beta)
             # multiclass_nms ignores the last (background) column.
             scores = torch.cat([fused, rois.scores[:, num_classes:]], dim=1)
             bboxes = rois.bboxes

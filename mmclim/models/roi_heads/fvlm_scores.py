@@ -1,69 +1,52 @@
 # Copyright (c) mmclim contributors. All rights reserved.
-"""F-VLM's test-time scores: VLM region scores and their geometric-mean fusion with detection.
+"""F-VLM's scores: cosine logits against class embeddings, and the test-time score fusion.
 
-F-VLM (Kuo et al., ICLR 2023) scores each detected box twice: by the trained detector head and by
-the frozen VLM, whose region feature is compared with the same class-name text embeddings. The
-two are combined per class by a weighted geometric mean, leaning on the VLM more for the novel
-classes the detector never saw.
+F-VLM (Kuo et al., ICLR 2023) scores each region twice against the same class embeddings (the
+class-name text embeddings and a learned background embedding): by the trained detector head,
+whose projected region feature gives :func:`cosine_logits` with a learned scale, and by the
+frozen VLM, whose region embedding gives :func:`cosine_logits` with a fixed scale. Both go
+through a softmax over the classes and background; :func:`fvlm_fuse_scores` combines them per
+class by a weighted geometric mean, leaning on the VLM more for the novel classes the detector
+never saw.
 """
-from typing import List
+from typing import Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mmclim.models.utils.box_pool import box_pool
 
-# F-VLM's fusion weights of the VLM score on OV-LVIS: alpha for base and beta for novel classes.
-FVLM_BASE_ALPHA = 0.35
-FVLM_NOVEL_BETA = 0.65
-# CLIP's logit scale of 100 (OpenAI's checkpoints) as a temperature, for the VLM's softmax.
-CLIP_TEMPERATURE = 0.01
-
-
-def vlm_region_scores(dense: Tensor, boxes: List[Tensor], stride: int, text_embeddings: Tensor,
-                      temperature: float = CLIP_TEMPERATURE) -> Tensor:
-    """Class probabilities of boxes from a frozen VLM's dense map.
-
-    Each box is pooled from the dense map as :meth:`OpenCLIPRegion.region_features` pools it
-    (one RoIAlign bin with adaptive sampling: the mean of the box on the map), so the score is
-    the one CLIM's region-text training optimises; then a softmax over the classes of the cosine
-    similarities to ``text_embeddings`` divided by ``temperature``.
+def cosine_logits(features: Tensor, embeddings: Tensor,
+                  logit_scale: Union[float, Tensor]) -> Tensor:
+    """Scaled cosine similarities of features with class embeddings.
 
     Args:
-        dense (Tensor): Dense map in the text-embedding space, shape (B, D, H/s, W/s).
-        boxes (List[Tensor]): B tensors of boxes (x1, y1, x2, y2) in input pixels, shape
-            (K_i, 4).
-        stride (int): Input pixels per cell s of ``dense``.
-        text_embeddings (Tensor): One embedding per class, shape (C, D).
-        temperature (float): Divisor of the cosine similarities. Defaults to 0.01.
+        features (Tensor): Region features in the embedding space, shape (N, D).
+        embeddings (Tensor): One embedding per class (background included), shape (K, D).
+        logit_scale (float | Tensor): The multiplier of the similarities (a scalar; the
+            inverse of a softmax temperature).
 
     Returns:
-        Tensor: Probabilities over the C classes, shape (sum K_i, C), image then box order.
+        Tensor: ``logit_scale * cos(features_n, embeddings_k)``, shape (N, K).
     """
-    regions = box_pool(dense, [image_boxes.to(dense) for image_boxes in boxes], stride)
-    if regions.shape[0] == 0:
-        return dense.new_zeros(0, text_embeddings.shape[0])
-    similarities = F.normalize(regions, dim=-1) @ F.normalize(text_embeddings, dim=-1).T.to(dense)
-    return (similarities / temperature).softmax(dim=-1)
+    features = F.normalize(features, dim=-1)
+    return logit_scale * features @ F.normalize(embeddings, dim=-1).to(features).T
 
 
-def fvlm_fuse_scores(det_scores: Tensor,
-                     vlm_scores: Tensor,
-                     novel_mask: Tensor,
-                     base_alpha: float = FVLM_BASE_ALPHA,
-                     novel_beta: float = FVLM_NOVEL_BETA) -> Tensor:
+def fvlm_fuse_scores(det_scores: Tensor, vlm_scores: Tensor, novel_mask: Tensor,
+                     base_alpha: float, novel_beta: float) -> Tensor:
     """F-VLM's geometric-mean fusion of detection and VLM scores.
 
     ``s_det ** (1 - alpha) * s_vlm ** alpha`` for the base classes and
-    ``s_det ** (1 - beta) * s_vlm ** beta`` for the novel ones.
+    ``s_det ** (1 - beta) * s_vlm ** beta`` for the novel ones (F-VLM, Sec. 3.3; the official
+    ``FVLMConvFCBBoxHead.pred_cls_logits``).
 
     Args:
         det_scores (Tensor): Detection-head probabilities of the classes, shape (N, C).
         vlm_scores (Tensor): VLM probabilities of the same classes, shape (N, C).
         novel_mask (Tensor): Bool, True for the novel classes, shape (C,).
-        base_alpha (float): VLM weight of the base classes, in [0, 1]. Defaults to 0.35.
-        novel_beta (float): VLM weight of the novel classes, in [0, 1]. Defaults to 0.65.
+        base_alpha (float): VLM weight of the base classes, in [0, 1].
+        novel_beta (float): VLM weight of the novel classes, in [0, 1].
 
     Returns:
         Tensor: Fused scores of shape (N, C).

@@ -1,74 +1,59 @@
 # Copyright (c) mmclim contributors. All rights reserved.
-from pathlib import Path
+from typing import Optional
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from mmdet.registry import MODELS
 from mmdet.utils import OptMultiConfig
-from mmengine.model import BaseModule
+from mmengine.model import BaseModule, xavier_init
 from torch import Tensor, nn
 
-from .class_split import load_novel_class_mask
+from mmclim.structures import load_class_embeddings, read_split_file
+from .fvlm_scores import cosine_logits
 
-# F-VLM's temperature of the detector's cosine-similarity classifier (Kuo et al., ICLR 2023: the
-# logits are cosine similarities divided by T = 0.01).
-FVLM_TEMPERATURE = 0.01
-
-
-def load_text_embeddings(path: str) -> Tensor:
-    """Class-name text embeddings from a ``.npy`` file, L2-normalised.
-
-    Args:
-        path (str): A float array of shape (C, D), one row per class in label order, e.g. from
-            ``tools/generate_text_embeddings.py``.
-
-    Returns:
-        Tensor: Float32 unit rows of shape (C, D).
-    """
-    if not Path(path).is_file():
-        raise FileNotFoundError(f'text_embeddings: {path!r} does not exist (make it with '
-                                'tools/generate_text_embeddings.py)')
-    array = np.load(path)
-    if array.ndim != 2 or not np.issubdtype(array.dtype, np.floating):
-        raise ValueError(f'text_embeddings: {path}: expected a float array of shape (C, D), got '
-                         f'{array.dtype} of shape {array.shape}')
-    return F.normalize(torch.from_numpy(array).float(), dim=-1)
+# The official FVLMConvFCBBoxHead (ovdet/ovdet/models/roi_heads/fvlm_bbox_heads/
+# convfc_bbox_head.py): the logit scale "cls_temp" starts at 50 and is learned
+# (learn_cls_temp=True in every F-VLM config), a multiplicative parameter (no exp).
+FVLM_LOGIT_SCALE = 50.0
+# Its learned background embedding is nn.Linear(1, D) applied to a one, initialised by mmengine's
+# XavierInit with distribution='uniform' (gain 1, bias 0).
+BACKGROUND_INIT = dict(distribution='uniform')
 
 
 @MODELS.register_module()
 class TextEmbeddingClassifier(BaseModule):
-    """Open-vocabulary region classifier: cosine similarity to class-name text embeddings.
+    """F-VLM's detector classifier: cosine similarity to class-name text embeddings.
 
-    F-VLM's detector classifier: a region feature is projected to the text-embedding size D,
-    L2-normalised and compared by cosine similarity with the fixed, normalised text embedding of
-    each class and with a learned background embedding; the similarities divided by
-    ``temperature`` are the logits of a softmax over the classes and background.
+    A region feature is projected to the embedding size D and compared by cosine similarity with
+    the fixed text embedding of each class and with a learned background embedding; the
+    similarities times a learned logit scale (50 at first) are the logits of a softmax over the
+    classes and background (:func:`~.fvlm_scores.cosine_logits`), as the official
+    ``FVLMConvFCBBoxHead`` computes them.
 
     In training mode the logits of the novel classes are -inf, so the softmax runs over the base
-    classes and background only: F-VLM trains with the base classes' embeddings alone (the
-    ground truth must hold base classes only). In eval mode every class is scored.
+    classes and background only (the official loss sets them to -inf through its zero class
+    weights); the ground truth must hold base classes only. In eval mode every class is scored.
 
-    The text embeddings and the novel-class mask are non-persistent buffers: they come from the
-    config's files, not from checkpoints, so a trained head can be evaluated with other prompts.
+    The class embeddings and the novel-class mask are non-persistent buffers: they come from the
+    config's files, not from checkpoints. The embeddings are read by
+    :func:`mmclim.structures.load_class_embeddings`, which checks their sidecar against the
+    backbone's open_clip model and embedding size.
 
-    Use it as the ``cls_predictor_cfg`` of an mmdet bbox head, which fills in ``in_features``
-    and ``out_features``::
-
-        bbox_head=dict(type='Shared2FCBBoxHead', num_classes=1203, reg_class_agnostic=True,
-                       cls_predictor_cfg=dict(type='TextEmbeddingClassifier',
-                                              text_embeddings='lvis_v1_ViT-B-16.npy',
-                                              split_file='lvis_v1_train_ov_split.json'))
+    It is the ``fc_cls`` of :class:`~.FVLMBBoxHead`, which builds it.
 
     Args:
         in_features (int): Size of the region features.
         out_features (int): Number of logits: the C classes and background, C + 1.
-        text_embeddings (str): ``.npy`` of shape (C, D), one row per class in label order
-            (``tools/generate_text_embeddings.py`` without ``--background``: the background
-            embedding is learned).
-        split_file (str): The data set's open-vocabulary split, naming the novel classes
-            (:func:`~.class_split.load_novel_class_mask`); it must cover the C classes.
-        temperature (float): Divisor of the cosine similarities. Defaults to 0.01 (F-VLM).
+        class_embeddings (str): ``.npy`` of shape (C, D) with its sidecar, one row per class in
+            label order (``tools/generate_text_embeddings.py`` without ``--background``: the
+            background embedding is learned).
+        split_file (str): The data set's open-vocabulary split (naming the novel classes,
+            :func:`mmclim.structures.read_split_file`); it must cover the C classes.
+        clip_model_name (str, optional): The open_clip model of the backbone; the embeddings'
+            sidecar must name it. None skips the check. Defaults to None.
+        embed_dim (int, optional): The backbone's embedding size D; checked against the file.
+            Defaults to None.
+        logit_scale (float): Initial multiplier of the cosine similarities. Defaults to 50.
+        learn_logit_scale (bool): Learn the logit scale. Defaults to True.
         init_cfg (dict or List[dict], optional): mmengine initialisation config. Defaults to
             None.
     """
@@ -76,36 +61,55 @@ class TextEmbeddingClassifier(BaseModule):
     def __init__(self,
                  in_features: int,
                  out_features: int,
-                 text_embeddings: str,
+                 class_embeddings: str,
                  split_file: str,
-                 temperature: float = FVLM_TEMPERATURE,
+                 clip_model_name: Optional[str] = None,
+                 embed_dim: Optional[int] = None,
+                 logit_scale: float = FVLM_LOGIT_SCALE,
+                 learn_logit_scale: bool = True,
                  init_cfg: OptMultiConfig = None) -> None:
         super().__init__(init_cfg=init_cfg)
         name = type(self).__name__
-        if temperature <= 0:
-            raise ValueError(f'{name}.temperature: expected a positive number, got {temperature}')
-        embeddings = load_text_embeddings(text_embeddings)
+        if logit_scale <= 0:
+            raise ValueError(f'{name}.logit_scale: expected a positive number, got {logit_scale}')
+        embeddings = load_class_embeddings(class_embeddings, model_name=clip_model_name,
+                                           embed_dim=embed_dim, num_rows=out_features - 1,
+                                           field=f'{name}.class_embeddings')
         num_classes, embed_dim = embeddings.shape
-        if num_classes != out_features - 1:
-            raise ValueError(f'{name}.text_embeddings: {text_embeddings} has {num_classes} rows, '
-                             f'expected {out_features - 1} (the bbox head num_classes; make it '
-                             'without --background, the background embedding is learned)')
-        novel_mask = load_novel_class_mask(split_file)
+        novel_mask = read_split_file(split_file).novel_mask()
         if len(novel_mask) != num_classes:
             raise ValueError(f'{name}.split_file: {split_file} lists {len(novel_mask)} base and '
                              f'novel classes, expected {num_classes} (the rows of '
-                             f'{text_embeddings})')
-        self.temperature = temperature
-        self.register_buffer('text_embeddings', embeddings, persistent=False)
+                             f'{class_embeddings})')
+        self.register_buffer('class_embeddings', embeddings, persistent=False)
         self.register_buffer('novel_mask', novel_mask, persistent=False)
         self.projection = nn.Linear(in_features, embed_dim)
-        # Unit-norm in expectation; only its direction matters.
-        self.background_embedding = nn.Parameter(torch.randn(embed_dim) * embed_dim**-0.5)
+        self.background = nn.Linear(1, embed_dim)
+        scale = torch.tensor(float(logit_scale))
+        if learn_logit_scale:
+            self.logit_scale = nn.Parameter(scale)
+        else:
+            self.register_buffer('logit_scale', scale)
 
     @property
     def num_classes(self) -> int:
         """Number C of classes (background excluded)."""
-        return self.text_embeddings.shape[0]
+        return self.class_embeddings.shape[0]
+
+    def init_weights(self) -> None:
+        """mmengine's initialisation, then the background embedding's Xavier-uniform one."""
+        super().init_weights()
+        xavier_init(self.background, **BACKGROUND_INIT)
+
+    def class_and_background_embeddings(self) -> Tensor:
+        """The unit class embeddings and, last, the learned background embedding.
+
+        Returns:
+            Tensor: Shape (C + 1, D).
+        """
+        one = self.class_embeddings.new_ones(1, 1)
+        background = nn.functional.normalize(self.background(one), dim=-1)
+        return torch.cat([self.class_embeddings, background])
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits of the classes then background.
@@ -116,10 +120,8 @@ class TextEmbeddingClassifier(BaseModule):
         Returns:
             Tensor: Shape (N, C + 1), background last; novel classes -inf in training mode.
         """
-        regions = F.normalize(self.projection(x), dim=-1)
-        background = F.normalize(self.background_embedding, dim=-1)[None]
-        classes = torch.cat([self.text_embeddings.to(regions.dtype), background.to(regions.dtype)])
-        logits = regions @ classes.T / self.temperature
+        logits = cosine_logits(self.projection(x), self.class_and_background_embeddings(),
+                               self.logit_scale)
         if self.training:
             untrained = torch.cat([self.novel_mask, self.novel_mask.new_zeros(1)])
             logits = logits.masked_fill(untrained, float('-inf'))

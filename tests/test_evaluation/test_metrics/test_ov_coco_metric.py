@@ -8,13 +8,16 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import pytest
 import torch
+from mmdet.datasets import CocoDataset
 from mmdet.datasets.api_wrappers import COCO, COCOeval
 from mmdet.registry import METRICS
 from mmengine.registry import init_default_scope
 
-from mmclim.datasets.ov_splits import OV_COCO_CLASSES, OV_COCO_NOVEL_CLASSES
+from mmclim.datasets.ov_splits import (OV_COCO_CLASSES, OV_COCO_NOVEL_CLASSES, category_names,
+                                       coco_category_split)
 from mmclim.evaluation.metrics.ov_coco_metric import (NO_GROUND_TRUTH_AP, OVCocoSplitMetric,
                                                       mean_ap, per_category_ap)
+from mmclim.structures import split_record, write_split_file
 
 # Category ids out of order of their names and not contiguous; labels follow the ids' order.
 CATEGORIES = [dict(id=1, name='person'), dict(id=3, name='car'), dict(id=5, name='airplane'),
@@ -79,12 +82,29 @@ def _samples(gt: Sequence[Instance], detections: Sequence[Detection],
     return samples
 
 
-def _evaluate(samples: List[dict], ann_file: Optional[str] = None,
-              novel_classes: Sequence[str] = NOVEL_CLASSES, **kwargs) -> Dict[str, float]:
-    metric = OVCocoSplitMetric(ann_file=ann_file, novel_classes=novel_classes, **kwargs)
+def _write_split(folder: Path, novel_classes: Sequence[str] = NOVEL_CLASSES) -> str:
+    """The split file of ``CATEGORIES`` with ``novel_classes`` novel, as the converters write
+    it."""
+    names = {category['id']: category['name'] for category in CATEGORIES}
+    path = folder / f'split_{len(novel_classes)}.json'
+    write_split_file(str(path), split_record(
+        names, [i for i, name in names.items() if name not in novel_classes],
+        [i for i, name in names.items() if name in novel_classes], 'test'))
+    return str(path)
+
+
+def _evaluate(samples: List[dict], split_file: str, ann_file: Optional[str] = None,
+              **kwargs) -> Dict[str, float]:
+    metric = OVCocoSplitMetric(split_file=split_file, ann_file=ann_file, **kwargs)
     metric.dataset_meta = dict(classes=CLASSES)
     metric.process({}, samples)
     return metric.evaluate(len(samples))
+
+
+@pytest.fixture
+def split_file(tmp_path: Path) -> str:
+    """Person and car base, airplane, bus and cat novel."""
+    return _write_split(tmp_path)
 
 
 @pytest.fixture
@@ -95,9 +115,9 @@ def hand_ann_file(tmp_path: Path) -> str:
 
 
 @pytest.mark.parametrize('use_ann_file', [True, False])
-def test_hand_computed_ap50(hand_ann_file: str, use_ann_file: bool) -> None:
+def test_hand_computed_ap50(hand_ann_file: str, split_file: str, use_ann_file: bool) -> None:
     samples = _samples(HAND_GT, HAND_DETECTIONS, _image_ids(HAND_GT, HAND_DETECTIONS))
-    results = _evaluate(samples, hand_ann_file if use_ann_file else None)
+    results = _evaluate(samples, split_file, hand_ann_file if use_ann_file else None)
     assert results['coco/bbox_AP50_base'] == pytest.approx(HAND_BASE, abs=ROUNDING)
     assert results['coco/bbox_AP50_novel'] == pytest.approx(HAND_NOVEL, abs=ROUNDING)
     assert results['coco/bbox_AP50_all'] == pytest.approx(HAND_ALL, abs=ROUNDING)
@@ -163,7 +183,8 @@ def test_matches_cocoeval_on_each_subset(tmp_path: Path, seed: int) -> None:
     image_ids = list(range(1, 7))
     ann_file = tmp_path / 'gt.json'
     ann_file.write_text(json.dumps(_coco_json(gt, image_ids)))
-    results = _evaluate(_samples(gt, detections, image_ids), str(ann_file))
+    results = _evaluate(_samples(gt, detections, image_ids), _write_split(tmp_path),
+                        str(ann_file))
     for name, cat_ids in (('base', BASE_IDS), ('novel', NOVEL_IDS),
                           ('all', BASE_IDS + NOVEL_IDS)):
         expected = _cocoeval_ap50(str(ann_file), detections, cat_ids)
@@ -171,22 +192,22 @@ def test_matches_cocoeval_on_each_subset(tmp_path: Path, seed: int) -> None:
 
 
 def test_no_detections_score_zero_and_subsets_without_ground_truth_minus_one(
-        hand_ann_file: str) -> None:
+        hand_ann_file: str, split_file: str) -> None:
     image_ids = _image_ids(HAND_GT, HAND_DETECTIONS)
-    results = _evaluate(_samples(HAND_GT, [], image_ids), hand_ann_file)
+    results = _evaluate(_samples(HAND_GT, [], image_ids), split_file, hand_ann_file)
     assert results['coco/bbox_AP50_base'] == 0
     assert results['coco/bbox_AP50_novel'] == 0
     assert results['coco/bbox_AP50_all'] == 0
     base_gt_only = [instance for instance in HAND_GT if instance[1] in (0, 1)]
-    results = _evaluate(_samples(base_gt_only, HAND_DETECTIONS, image_ids))
+    results = _evaluate(_samples(base_gt_only, HAND_DETECTIONS, image_ids), split_file)
     assert results['coco/bbox_AP50_base'] == pytest.approx(HAND_BASE)
     assert results['coco/bbox_AP50_novel'] == NO_GROUND_TRUTH_AP
 
 
-def test_novel_classes_from_config(hand_ann_file: str) -> None:
-    """Novel classes named in the config: here car and airplane, the others base."""
+def test_novel_classes_from_the_split_file(hand_ann_file: str, tmp_path: Path) -> None:
+    """Another split file: car and airplane novel, the others base."""
     samples = _samples(HAND_GT, HAND_DETECTIONS, _image_ids(HAND_GT, HAND_DETECTIONS))
-    results = _evaluate(samples, hand_ann_file, novel_classes=['car', 'airplane'])
+    results = _evaluate(samples, _write_split(tmp_path, ['car', 'airplane']), hand_ann_file)
     expected_base = (HAND_AP50['person'] + HAND_AP50['bus']) / 2
     expected_novel = (HAND_AP50['car'] + HAND_AP50['airplane']) / 2
     assert results['coco/bbox_AP50_base'] == pytest.approx(expected_base, abs=ROUNDING)
@@ -209,15 +230,15 @@ def test_segm_ap50_of_box_shaped_masks(tmp_path: Path) -> None:
         for mask, (x1, y1, x2, y2) in zip(masks, sample['pred_instances']['bboxes'].int()):
             mask[y1:y2, x1:x2] = True
         sample['pred_instances']['masks'] = masks
-    results = _evaluate(samples, str(ann_file), metric=['bbox', 'segm'])
+    results = _evaluate(samples, _write_split(tmp_path), str(ann_file), metric=['bbox', 'segm'])
     for name in ('base', 'novel', 'all'):
         assert results[f'coco/segm_AP50_{name}'] == results[f'coco/bbox_AP50_{name}']
 
 
-def test_built_from_registry_with_classwise_log(hand_ann_file: str) -> None:
+def test_built_from_registry_with_classwise_log(hand_ann_file: str, split_file: str) -> None:
     init_default_scope('mmdet')
     metric = METRICS.build(dict(type='OVCocoSplitMetric', ann_file=hand_ann_file, classwise=True,
-                                novel_classes=NOVEL_CLASSES, prefix='ov'))
+                                split_file=split_file, prefix='ov'))
     assert isinstance(metric, OVCocoSplitMetric)
     metric.dataset_meta = dict(classes=CLASSES)
     samples = _samples(HAND_GT, HAND_DETECTIONS, _image_ids(HAND_GT, HAND_DETECTIONS))
@@ -226,21 +247,32 @@ def test_built_from_registry_with_classwise_log(hand_ann_file: str) -> None:
         HAND_NOVEL, abs=ROUNDING)
 
 
-def test_default_novel_classes_are_ov_coco() -> None:
-    metric = OVCocoSplitMetric()
+def test_ov_coco_split_file_of_the_converter(tmp_path: Path) -> None:
+    """The split file prepare_ov_coco.py writes (COCO ids 1-90) gives the 17 novel classes and
+    matches the 65 OV-COCO classes."""
+    coco_ids = [i for i in range(1, 91) if i not in (12, 26, 29, 30, 45, 66, 68, 69, 71, 83)]
+    data = dict(images=[], annotations=[],
+                categories=[dict(id=cat_id, name=name)
+                            for cat_id, name in zip(coco_ids, CocoDataset.METAINFO['classes'])])
+    split = coco_category_split(data, 'coco')
+    path = str(tmp_path / 'ov_coco_split.json')
+    write_split_file(path, split_record(category_names(data), split.base_ids, split.novel_ids,
+                                        'OV-COCO'))
+    metric = OVCocoSplitMetric(split_file=path)
     assert metric.novel_classes == OV_COCO_NOVEL_CLASSES
     metric.dataset_meta = dict(classes=OV_COCO_CLASSES)
-    with pytest.raises(ValueError, match=r"novel_classes: \['airplane', 'bus'"):
-        metric.dataset_meta = dict(classes=('person', 'cat'))
+    with pytest.raises(ValueError, match=r"ov_coco_split.json does not list .*\['airplane', "
+                                         r"'apple'.*\['hair drier'\] are neither"):
+        metric.dataset_meta = dict(classes=('person', 'hair drier'))  # unused in OV-COCO
 
 
-def test_errors() -> None:
-    with pytest.raises(ValueError, match="novel_classes: \\['tvmonitor'\\]"):
-        OVCocoSplitMetric(novel_classes=['tvmonitor']).dataset_meta = dict(classes=CLASSES)
+def test_errors(tmp_path: Path, split_file: str) -> None:
+    unnamed = tmp_path / 'unnamed.json'
+    unnamed.write_text(json.dumps(dict(base_category_ids=[1, 3], novel_category_ids=[5])))
+    with pytest.raises(ValueError, match=f'{unnamed} has no class names'):
+        OVCocoSplitMetric(split_file=str(unnamed))
     with pytest.raises(ValueError, match="metric: \\['proposal'\\]"):
-        OVCocoSplitMetric(metric=['bbox', 'proposal'])
-    with pytest.raises(TypeError, match='novel_classes'):
-        OVCocoSplitMetric(novel_classes='cat')
+        OVCocoSplitMetric(split_file=split_file, metric=['bbox', 'proposal'])
     samples = _samples(HAND_GT, HAND_DETECTIONS, _image_ids(HAND_GT, HAND_DETECTIONS))
     with pytest.raises(ValueError, match='pred_instances.masks'):
-        _evaluate(samples, metric='segm')
+        _evaluate(samples, split_file, metric='segm')

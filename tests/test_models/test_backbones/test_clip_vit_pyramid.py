@@ -1,19 +1,18 @@
 # Copyright (c) mmclim contributors. All rights reserved.
-import json
-from pathlib import Path
-
-import open_clip
+"""The F-VLM backbone against open_clip's own forward passes and the region wrapper's maps."""
 import pytest
 import torch
+import torch.nn.functional as F
 from mmdet.registry import MODELS
 from torch import Tensor
 
-from mmclim.models.backbones import MODEL_CONFIG_DIR, CLIPViTPyramidBackbone, resnet_dense_from_c5
-from mmclim.models.backbones.clip_dense import resnet_dense_features
+from mmclim.models.backbones import CLIPPyramidOutput, CLIPViTPyramidBackbone
 
-TOY_VIT = 'mmclim-toy-vit'  # 4 blocks, width 96, patch 8, embed_dim 64, native 64x64
-TINY_VIT = 'mmclim-tiny-vit'  # 3 blocks, width 64, patch 16, embed_dim 32, native 224x224
-TINY_RN = 'mmclim-tiny-rn'  # ModifiedResNet, width 16 (C2-C5: 64-512 channels), embed_dim 32
+TINY_VIT12 = 'mmclim-tiny-vit12'  # 12 blocks, width 32, patch 16, embed_dim 32, native 224
+TOY_VIT = 'mmclim-toy-vit'  # 4 blocks, width 96, patch 8, embed_dim 64
+TINY_RN = 'mmclim-tiny-rn'  # ModifiedResNet, width 16: C2-C5 of 64-512 channels, embed_dim 32
+VIT_B_OUT_INDICES = (3, 5, 7, 11)  # CLIM's F-VLM on ViT-B/16 (official config out_indices)
+NATIVE = 224
 
 
 def _images(batch: int, height: int, width: int) -> Tensor:
@@ -27,8 +26,8 @@ def _build(model_name: str, out_indices: tuple) -> CLIPViTPyramidBackbone:
 
 
 @pytest.fixture(scope='module')
-def toy_vit() -> CLIPViTPyramidBackbone:
-    return _build(TOY_VIT, (0, 1, 2, 3))
+def vit12() -> CLIPViTPyramidBackbone:
+    return _build(TINY_VIT12, VIT_B_OUT_INDICES)
 
 
 @pytest.fixture(scope='module')
@@ -36,97 +35,135 @@ def tiny_rn() -> CLIPViTPyramidBackbone:
     return _build(TINY_RN, (1, 2, 3, 4))
 
 
-def test_backbone_is_frozen_and_stays_in_eval_mode(toy_vit: CLIPViTPyramidBackbone,
-                                                   tiny_rn: CLIPViTPyramidBackbone) -> None:
-    for backbone in (toy_vit, tiny_rn):
+def test_frozen_in_eval_mode_without_graph(vit12: CLIPViTPyramidBackbone,
+                                           tiny_rn: CLIPViTPyramidBackbone) -> None:
+    for backbone in (vit12, tiny_rn):
         assert not any(p.requires_grad for p in backbone.parameters())
         backbone.train()
         assert not any(module.training for module in backbone.modules())
-        images = _images(1, 64, 64).requires_grad_()
-        assert not any(out.requires_grad for out in backbone(images))
+        out = backbone(_images(1, 64, 64).requires_grad_(), with_vlm=True)
+        assert isinstance(out, CLIPPyramidOutput)
+        assert not any(x.requires_grad for x in (*out.pyramid, out.vlm))
 
 
-@pytest.mark.parametrize('height,width', [(64, 64), (128, 96)])
-def test_vit_maps_and_dense_map_shapes(toy_vit: CLIPViTPyramidBackbone, height: int,
-                                       width: int) -> None:
-    outs = toy_vit(_images(2, height, width))
-    grid = (height // 8, width // 8)
-    assert len(outs) == 5
-    assert [tuple(out.shape) for out in outs[:4]] == [(2, 96, *grid)] * 4
-    assert tuple(outs[4].shape) == (2, 64, *grid)
-    assert toy_vit.out_channels == [96] * 4 and toy_vit.out_strides == [8] * 4
-    assert toy_vit.dense_stride == 8 and toy_vit.embed_dim == 64
+def test_properties_come_from_the_tower(vit12: CLIPViTPyramidBackbone,
+                                        tiny_rn: CLIPViTPyramidBackbone) -> None:
+    assert vit12.out_channels == [32] * 4 and vit12.out_strides == [16] * 4
+    assert (vit12.embed_dim, vit12.vlm_stride, vit12.model_name) == (32, 16, TINY_VIT12)
+    # ModifiedResNet of width 16: bottleneck outputs 4 * 16 * 2^(i-1) channels.
+    assert tiny_rn.out_channels == [64, 128, 256, 512] and tiny_rn.out_strides == [4, 8, 16, 32]
+    assert (tiny_rn.embed_dim, tiny_rn.vlm_stride, tiny_rn.model_name) == (32, 32, TINY_RN)
 
 
-def test_vit_maps_are_open_clip_intermediates_at_native_size(
-        toy_vit: CLIPViTPyramidBackbone) -> None:
-    images = _images(2, 64, 64)
-    upstream = toy_vit.visual.forward_intermediates(images, indices=[0, 1, 2, 3],
-                                                    intermediates_only=True, output_fmt='NCHW')
-    for ours, theirs in zip(toy_vit(images)[:4], upstream['image_intermediates']):
+def test_vit_pyramid_blocks_match_open_clip(vit12: CLIPViTPyramidBackbone) -> None:
+    """The maps of blocks 3, 5 and 7 are open_clip's own intermediates (at the native size,
+    where no positional embedding is resized); the map of the last block is its official
+    forward_without_attn output: x = t + out_proj(v(ln_1 t)); x + mlp(ln_2 x), before ln_post."""
+    images = _images(2, NATIVE, NATIVE)
+    out = vit12(images)
+    assert out.vlm is None
+    assert [tuple(x.shape) for x in out.pyramid] == [(2, 32, 14, 14)] * 4
+    visual = vit12.visual
+    with torch.no_grad():
+        upstream = visual.forward_intermediates(images, indices=[3, 5, 7, 10],
+                                                intermediates_only=True, output_fmt='NCHW')
+    for ours, theirs in zip(out.pyramid[:3], upstream['image_intermediates'][:3]):
         torch.testing.assert_close(ours, theirs)
+    block = visual.transformer.resblocks[11]
+    tokens = upstream['image_intermediates'][3].flatten(2).transpose(1, 2)  # (B, 196, 32)
+    value_weight, value_bias = (block.attn.in_proj_weight[64:], block.attn.in_proj_bias[64:])
+    with torch.no_grad():
+        x = tokens + block.attn.out_proj(block.ln_1(tokens) @ value_weight.T + value_bias)
+        x = x + block.mlp(block.ln_2(x))
+    torch.testing.assert_close(out.pyramid[3], x.transpose(1, 2).reshape(2, 32, 14, 14))
 
 
-def test_vit_dense_map_is_open_clip_region_dense_features(
-        toy_vit: CLIPViTPyramidBackbone) -> None:
-    """At a non-native size too: the positional embedding is interpolated the same way."""
-    images = _images(2, 96, 128)
-    torch.testing.assert_close(toy_vit(images)[-1], toy_vit.vlm.dense_features(images))
+@pytest.mark.parametrize('height,width', [(64, 96), (NATIVE, NATIVE)])
+def test_vlm_map_is_the_region_wrappers_map(vit12: CLIPViTPyramidBackbone,
+                                            tiny_rn: CLIPViTPyramidBackbone, height: int,
+                                            width: int) -> None:
+    """The VLM map is what OpenCLIPRegion.region_source computes in its own pass: the
+    normalised v2 map of the ViT, C5 of the ModifiedResNet."""
+    images = _images(2, height, width)
+    for backbone in (vit12, tiny_rn):
+        with torch.no_grad():
+            expected = backbone.region.region_source(images)
+        torch.testing.assert_close(backbone(images, with_vlm=True).vlm, expected)
+    vlm = vit12(images, with_vlm=True).vlm
+    assert tuple(vlm.shape) == (2, 32, height // 16, width // 16)
+    torch.testing.assert_close(vlm.norm(dim=1), torch.ones(2, height // 16, width // 16))
 
 
-def test_vit_repeated_out_indices_and_one_block_ahead_of_dense() -> None:
-    """ViTDet-style repeats, and a last index that is also the dense map's input block."""
-    backbone = _build(TINY_VIT, (1, 1, 2, 2))
-    images = _images(1, 224, 224)
-    outs = backbone(images)
-    torch.testing.assert_close(outs[0], outs[1])
-    assert not torch.equal(outs[1], outs[2])
-    torch.testing.assert_close(outs[-1], backbone.vlm.dense_features(images))
+def test_resnet_pyramid_is_c2_to_c5(tiny_rn: CLIPViTPyramidBackbone) -> None:
+    images = _images(2, 64, 96)
+    visual = tiny_rn.visual
+    with torch.no_grad():
+        x = visual.stem(images)
+        stages = []
+        for layer in (visual.layer1, visual.layer2, visual.layer3, visual.layer4):
+            x = layer(x)
+            stages.append(x)
+    out = tiny_rn(images)
+    for ours, expected in zip(out.pyramid, stages):
+        torch.testing.assert_close(ours, expected)
+    assert out.vlm is None
 
 
-def test_one_block_vit_dense_map_from_the_embedded_tokens(tmp_path: Path) -> None:
-    config = json.loads((MODEL_CONFIG_DIR / f'{TINY_VIT}.json').read_text())
-    config['vision_cfg']['layers'] = 1
-    (tmp_path / 'mmclim-one-block-vit.json').write_text(json.dumps(config))
-    open_clip.add_model_config(tmp_path)
-    backbone = _build('mmclim-one-block-vit', (0, ))
-    images = _images(1, 64, 96)
-    outs = backbone(images)
-    assert [tuple(out.shape) for out in outs] == [(1, 64, 4, 6), (1, 32, 4, 6)]
-    torch.testing.assert_close(outs[-1], backbone.vlm.dense_features(images))
+def test_training_pass_computes_no_vlm_map(vit12: CLIPViTPyramidBackbone) -> None:
+    calls = []
+    handle = vit12.visual.ln_post.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        vit12(_images(1, 64, 64))
+        assert not calls
+        vit12(_images(1, 64, 64), with_vlm=True)
+        assert len(calls) == 1
+    finally:
+        handle.remove()
 
 
-def test_resnet_stages_and_dense_map(tiny_rn: CLIPViTPyramidBackbone) -> None:
-    images = _images(2, 128, 96)
-    outs = tiny_rn(images)
-    assert tiny_rn.out_channels == [64, 128, 256, 512]
-    assert tiny_rn.out_strides == [4, 8, 16, 32] and tiny_rn.dense_stride == 32
-    for out, channels, stride in zip(outs[:4], tiny_rn.out_channels, tiny_rn.out_strides):
-        assert tuple(out.shape) == (2, channels, 128 // stride, 96 // stride)
-    torch.testing.assert_close(outs[-1], resnet_dense_features(tiny_rn.visual, images))
-    torch.testing.assert_close(resnet_dense_from_c5(tiny_rn.visual, outs[3]), outs[-1])
+def test_vlm_region_embedding_of_one_cell(vit12: CLIPViTPyramidBackbone) -> None:
+    """A box covering exactly cell (1, 2) of the stride-16 map (x 32-48, y 16-32): RoIAlign
+    (aligned, one bin, one sample at the box centre) reads that cell, already unit-norm."""
+    images = _images(2, 64, 64)
+    vlm = vit12(images, with_vlm=True).vlm
+    rois = torch.tensor([[1., 32., 16., 48., 32.], [0., 0., 0., 64., 64.]])
+    embeddings = vit12.vlm_region_embeddings(vlm, rois)
+    torch.testing.assert_close(embeddings[0], vlm[1, :, 1, 2])
+    torch.testing.assert_close(embeddings[1], F.normalize(vlm[0].mean(dim=(1, 2)), dim=0))
 
 
-def test_init_weights_keeps_the_clip_weights(toy_vit: CLIPViTPyramidBackbone) -> None:
-    before = {k: v.clone() for k, v in toy_vit.state_dict().items()}
-    toy_vit.init_weights()
-    for key, value in toy_vit.state_dict().items():
-        assert torch.equal(value, before[key]), key
+def test_resnet_vlm_region_embedding_is_the_attention_pool_of_the_box(
+        tiny_rn: CLIPViTPyramidBackbone) -> None:
+    """The box covering the whole 224 image (the pool's native 7x7 grid) is RoIAligned to 7x7
+    unchanged, so its embedding is CLIP's own image embedding, normalised."""
+    images = _images(1, NATIVE, NATIVE)
+    vlm = tiny_rn(images, with_vlm=True).vlm
+    embedding = tiny_rn.vlm_region_embeddings(vlm, torch.tensor([[0., 0., 0., 224., 224.]]))
+    with torch.no_grad():
+        expected = tiny_rn.region.clip.encode_image(images, normalize=True)
+    torch.testing.assert_close(embedding, expected)
+
+
+def test_init_weights_keeps_the_clip_weights(vit12: CLIPViTPyramidBackbone) -> None:
+    weights = {k: v.clone() for k, v in vit12.state_dict().items()}
+    vit12.init_weights()
+    assert all(torch.equal(v, weights[k]) for k, v in vit12.state_dict().items())
 
 
 @pytest.mark.parametrize('model_name,out_indices,match', [
-    (TOY_VIT, (0, 4), r'out_indices: .* in \(0, 1, 2, 3\), got \(0, 4\)'),
-    (TOY_VIT, (), r'out_indices: expected a non-empty'),
-    (TINY_RN, (0, 1), r'out_indices: .*stages 1-4 \(C2-C5\) in \(1, 2, 3, 4\), got \(0, 1\)'),
+    (TOY_VIT, (0, 4), r'0-based blocks of the 4-block ViT in \(0, 1, 2, 3\), got \(0, 4\)'),
+    (TOY_VIT, (), 'non-empty'),
+    (TINY_RN, (0, 1), r'stages 1-4 \(C2-C5\) in \(1, 2, 3, 4\), got \(0, 1\)'),
 ])
-def test_rejects_bad_out_indices(model_name: str, out_indices: tuple, match: str) -> None:
+def test_rejects_out_indices_outside_the_tower(model_name: str, out_indices: tuple,
+                                               match: str) -> None:
     with pytest.raises(ValueError, match=match):
         CLIPViTPyramidBackbone(model_name, out_indices=out_indices)
 
 
-def test_rejects_size_not_multiple_of_stride(toy_vit: CLIPViTPyramidBackbone,
+def test_rejects_size_not_multiple_of_stride(vit12: CLIPViTPyramidBackbone,
                                              tiny_rn: CLIPViTPyramidBackbone) -> None:
-    with pytest.raises(ValueError, match='divisible by the tower stride 8, got 60x64'):
-        toy_vit(_images(1, 60, 64))
+    with pytest.raises(ValueError, match='divisible by the tower stride 16, got 72x64'):
+        vit12(_images(1, 72, 64))
     with pytest.raises(ValueError, match='divisible by the tower stride 32, got 64x80'):
         tiny_rn(_images(1, 64, 80))
