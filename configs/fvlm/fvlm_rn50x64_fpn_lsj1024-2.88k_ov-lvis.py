@@ -13,9 +13,9 @@ _base_ = './fvlm_vitb16_nasfpn_lsj640-48e_ov-lvis.py'
 data_root = 'data/lvis_v1/'
 #   python tools/generate_text_embeddings.py data/lvis_v1/annotations/lvis_v1_val.json \
 #       --model RN50x64-quickgelu --checkpoint checkpoints/clip/RN50x64.pt \
-#       --templates ensemble --out data/lvis_v1/embeddings/lvis_v1_RN50x64_ensemble.npy
-# (the official file: lvis_openai_rn50x64_hand_craft.npy [R:50]).
-class_embeddings = data_root + 'embeddings/lvis_v1_RN50x64_ensemble.npy'
+#       --templates vild --out data/lvis_v1/embeddings/lvis_v1_RN50x64_vild.npy
+# (as the official file, lvis_openai_rn50x64_hand_craft.npy [R:50]: ViLD's 63 prompts).
+class_embeddings = data_root + 'embeddings/lvis_v1_RN50x64_vild.npy'
 clip_mean = [122.7709383, 116.7460125, 104.09373615]  # [R:9-11]
 pad_value = tuple(clip_mean)  # as the ViT config: [D:28-29]
 norm_cfg = dict(type='SyncBN', requires_grad=True)  # [R:6]

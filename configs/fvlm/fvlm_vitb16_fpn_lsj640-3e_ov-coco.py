@@ -30,9 +30,9 @@ split_file = data_root + 'annotations/ov_coco_split.json'
 # too), rows in category-id order, with the sidecar naming the model:
 #   python tools/generate_text_embeddings.py data/coco/annotations/instances_val2017_ov_all.json \
 #       --model ViT-B-16-quickgelu --checkpoint checkpoints/clip/ViT-B-16.pt \
-#       --templates ensemble --out data/coco/embeddings/ov_coco_ViT-B-16_ensemble.npy
-# (the official file, coco_openai_vitb16_hand_craft.npy [C:65], uses ViLD's 63 prompts).
-class_embeddings = data_root + 'embeddings/ov_coco_ViT-B-16_ensemble.npy'
+#       --templates vild --out data/coco/embeddings/ov_coco_ViT-B-16_vild.npy
+# (as the official file, coco_openai_vitb16_hand_craft.npy [C:65]: ViLD's 63 prompts, "This is").
+class_embeddings = data_root + 'embeddings/ov_coco_ViT-B-16_vild.npy'
 
 # OpenAI's CLIP normalisation in 0-255 pixels [C:27-28].
 clip_mean = [122.7709383, 116.7460125, 104.09373615]

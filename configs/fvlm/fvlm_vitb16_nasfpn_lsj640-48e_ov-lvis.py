@@ -27,9 +27,9 @@ split_file = data_root + 'annotations/lvis_v1_train_ov_split.json'
 # too), rows in category-id order, with the sidecar naming the model:
 #   python tools/generate_text_embeddings.py data/lvis_v1/annotations/lvis_v1_val.json \
 #       --model ViT-B-16-quickgelu --checkpoint checkpoints/clip/ViT-B-16.pt \
-#       --templates ensemble --out data/lvis_v1/embeddings/lvis_v1_ViT-B-16_ensemble.npy
-# (the official file, lvis_openai_vitb16_hand_craft.npy [L:50], uses ViLD's 63 prompts).
-class_embeddings = data_root + 'embeddings/lvis_v1_ViT-B-16_ensemble.npy'
+#       --templates vild --out data/lvis_v1/embeddings/lvis_v1_ViT-B-16_vild.npy
+# (as the official file, lvis_openai_vitb16_hand_craft.npy [L:50]: ViLD's 63 prompts, "This is").
+class_embeddings = data_root + 'embeddings/lvis_v1_ViT-B-16_vild.npy'
 
 # OpenAI's CLIP normalisation in 0-255 pixels [L:10-11].
 clip_mean = [122.7709383, 116.7460125, 104.09373615]

@@ -50,7 +50,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('demo_dirs', nargs='+', type=Path, help='work dirs of tools/demo.sh')
     args = parser.parse_args()
-    width = 9 if len(args.demo_dirs) == 1 else 16
+    width = 11 if len(args.demo_dirs) == 1 else 16
     print(f'zero-shot region classification, %, {len(args.demo_dirs)} run(s): '
           + ', '.join(str(d) for d in args.demo_dirs))
     for vocabulary in VOCABULARIES:

@@ -31,9 +31,11 @@ DENSE_MODES = ('clim', 'maskclip')
 RESNET_STRIDE = 32
 # The ViT class token precedes the patch tokens; the attention pool's mean token likewise.
 NUM_PREFIX_TOKENS = 1
-# As open_clip resizes positional embeddings when loading weights into another image size.
+# As the official CLIM code resizes positional embeddings to another input size
+# (rescale_positional_embedding: F.interpolate bicubic, corners not aligned, no antialiasing);
+# open_clip's checkpoint loader antialiases, whose bicubic kernel differs (a = -0.5, not -0.75).
 POS_EMBED_INTERPOLATION = 'bicubic'
-POS_EMBED_ANTIALIAS = True
+POS_EMBED_ANTIALIAS = False
 
 
 def _check_mode(mode: str) -> None:
@@ -54,8 +56,9 @@ def interpolate_pos_embed(pos_embed: Tensor, src_grid: Tuple[int, int],
                           dst_grid: Tuple[int, int]) -> Tensor:
     """Resize a positional embedding with one prefix token to another grid, bicubically.
 
-    The interpolation is open_clip's (``open_clip.model.resize_pos_embed``: bicubic, antialiased,
-    corners not aligned), so a ViT run at another size matches open_clip's own resized model.
+    The interpolation is the official CLIM code's (``rescale_positional_embedding`` of its ViT
+    and attention pool: bicubic, corners not aligned, no antialiasing), so the dense maps at
+    1024 pixels are those it trained and evaluated.
 
     Args:
         pos_embed (Tensor): The embedding of the prefix token followed by the grid, row-major,
@@ -81,7 +84,7 @@ def vit_embed_tokens(visual: VisionTransformer, images: Tensor) -> Tensor:
     """Tokens entering the first transformer block of a ViT, at any input size.
 
     Patch embedding, class token, positional embedding interpolated from the trained grid to the
-    input's grid (:func:`interpolate_pos_embed`, as open_clip resizes it) and
+    input's grid (:func:`interpolate_pos_embed`, as the official CLIM code resizes it) and
     ``ln_pre``. Patch dropout is not applied: dense features need every patch. open_clip's
     ``VisionTransformer.forward_intermediates`` adds the trained positional embedding as it is,
     so it only runs at the native size; its transformer's ``forward_intermediates`` takes these
