@@ -22,8 +22,6 @@ cd "$ROOT"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 step() { echo; echo "=== [demo $((SECONDS / 60))m$((SECONDS % 60))s] $1"; }
 SEEDING=(randomness.seed="$SEED")
-# The continuations are evaluated by step 5 only (twice, one per vocabulary).
-NO_VAL=(train_cfg.val_interval=1000000)
 
 step "1/5 generate the toy data in $DATA"
 "$PY" tools/misc/generate_toy_data.py --out "$DATA"
@@ -41,25 +39,29 @@ step "3/5 class-name embeddings from the baseline's text tower (seen and unseen 
     --model mmclim-toy-vit --checkpoint "$BASELINE_CLIP" --templates toy-unseen --out "$UNSEEN"
 
 step "4/5 continue the baseline image-level, then with CLIM (same steps, same data)"
+# Each ends with the zero-shot region classification with the seen vocabulary.
 OPTIONS=(model.clip.pretrained="$BASELINE_CLIP" model.class_embeddings="$SEEN")
 "$PY" tools/train.py $CONFIGS/clip-image_toy-vit_toy-shapes.py --work-dir "$WORK_DIR/image" \
-    --cfg-options "${OPTIONS[@]}" "${SEEDING[@]}" "${NO_VAL[@]}"
+    --cfg-options "${OPTIONS[@]}" "${SEEDING[@]}"
 "$PY" tools/train.py $CONFIGS/clim_toy-vit_toy-shapes.py --work-dir "$WORK_DIR/clim" \
-    --cfg-options "${OPTIONS[@]}" "${SEEDING[@]}" "${NO_VAL[@]}"
+    --cfg-options "${OPTIONS[@]}" "${SEEDING[@]}"
 
 step "5/5 zero-shot region classification of the scenes' ground-truth boxes"
-for run in baseline image clim; do
-    checkpoint=$(cat "$WORK_DIR/$run/last_checkpoint")
-    # The baseline is what the continuations start from: its own weights, no ensembling.
-    ensemble=()
-    [[ $run == baseline ]] && ensemble=(model.weight_ensemble=None custom_hooks=[])
-    for vocabulary in seen unseen; do
-        embeddings=$WORK_DIR/embeddings/toy_classes_$vocabulary.npy
-        "$PY" tools/test.py $CONFIGS/clim_toy-vit_toy-shapes.py "$checkpoint" \
-            --work-dir "$WORK_DIR/eval/$run-$vocabulary" \
-            --cfg-options model.clip.pretrained="$BASELINE_CLIP" \
-            model.class_embeddings="$embeddings" "${ensemble[@]}" > /dev/null
-    done
+evaluate() {  # RUN VOCABULARY [cfg-options...]: tools/test.py into eval/RUN-VOCABULARY
+    local run=$1 vocabulary=$2 checkpoint
+    checkpoint=$(cat "$WORK_DIR/$1/last_checkpoint")
+    shift 2
+    "$PY" tools/test.py $CONFIGS/clim_toy-vit_toy-shapes.py "$checkpoint" \
+        --work-dir "$WORK_DIR/eval/$run-$vocabulary" --cfg-options \
+        model.clip.pretrained="$BASELINE_CLIP" \
+        model.class_embeddings="$WORK_DIR/embeddings/toy_classes_$vocabulary.npy" "$@" > /dev/null
+}
+# The baseline is what the continuations start from: its own weights, no ensembling.
+for vocabulary in seen unseen; do
+    evaluate baseline $vocabulary model.weight_ensemble=None custom_hooks=[]
+done
+for run in image clim; do
+    evaluate $run unseen
 done
 "$PY" tools/misc/region_cls_table.py "$WORK_DIR" | tee "$WORK_DIR/results.txt"
 echo "demo finished in $((SECONDS / 60))m$((SECONDS % 60))s; table in $WORK_DIR/results.txt"

@@ -16,7 +16,7 @@ model = dict(
         unlocked_vision_blocks=2),
     mosaic=dict(batch_size=batch_size),
     canvas_size=None,  # each mosaic cell at the single images' 64x64 resolution
-    class_embeddings=data_root + 'embeddings/toy_classes.npy')
+    class_embeddings='work_dirs/demo/embeddings/toy_classes_seen.npy')  # tools/demo.sh step 3
 
 train_pipeline = [
     {{_base_.load_image}},
@@ -25,7 +25,9 @@ train_pipeline = [
 ]
 train_dataloader = dict(
     batch_size=batch_size,
-    num_workers=1,
+    # In the main process: on 2 CPU cores a worker process only competes with the model's
+    # threads (measured: 0.36 s per baseline step against 0.46 s with one worker).
+    num_workers=0,
     persistent_workers=False,
     dataset=dict(
         data_root=data_root,
@@ -39,7 +41,7 @@ val_pipeline = [
 ]
 val_dataloader = dict(
     batch_size=16,
-    num_workers=1,
+    num_workers=0,
     persistent_workers=False,
     dataset=dict(
         _delete_=True,

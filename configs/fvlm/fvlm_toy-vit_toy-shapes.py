@@ -14,8 +14,9 @@ from mmclim.datasets.toy_shapes import TOY_SPLIT_FILE, class_names  # noqa: E402
 data_root = 'data/toy_shapes/'
 classes = tuple(class_names())
 split_file = data_root + 'annotations/' + TOY_SPLIT_FILE  # written with the base-only file
-# `make demo` step 3 (tools/generate_text_embeddings.py --model mmclim-toy-vit, with sidecar).
-class_embeddings = data_root + 'embeddings/toy_classes.npy'
+# `make demo` step 3: the class names embedded by the toy baseline's text tower (which the CLIM
+# continuation keeps frozen), with the caption wording (tools/demo.sh, with sidecar).
+class_embeddings = 'work_dirs/demo/embeddings/toy_classes_seen.npy'
 # A quarter of the paper models' sizes: neck, RPN and RoI convolutions (256), box head fully
 # connected layers (1024), RoIs sampled per image for the box head (512; its CPU time, RoIAlign
 # and the 4 convolutions, grows with them).

@@ -1,6 +1,9 @@
 # Copyright (c) mmclim contributors. All rights reserved.
 """The toy F-VLM config through tools/train.py and tools/test.py: metrics with AP50 base/novel."""
+import contextlib
+import io
 import json
+import pickle
 from pathlib import Path
 
 import pytest
@@ -8,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from conftest import REPO_ROOT, python_tool, run_tool
 
-from mmclim.datasets import class_names, generate_shape_scenes, write_base_only
+from mmclim.datasets import TOY_NOVEL_CLASSES, class_names, generate_shape_scenes, write_base_only
 from mmclim.structures import save_class_embeddings
 
 TOY_FVLM = REPO_ROOT / 'configs' / 'fvlm' / 'fvlm_toy-vit_toy-shapes.py'
@@ -23,15 +26,50 @@ def test_test_tool_writes_ov_metrics(tmp_path: Path) -> None:
     write_base_only(train)
     generate_shape_scenes(str(data), 'val', 4, image_size=128, seed=1)
     rows = torch.randn(len(class_names()), EMBED_DIM, generator=torch.Generator().manual_seed(0))
-    save_class_embeddings(str(data / 'embeddings' / 'toy_classes.npy'), F.normalize(rows, dim=-1),
-                          TOY_CLIP)
+    embeddings = tmp_path / 'work_dirs' / 'demo' / 'embeddings' / 'toy_classes_seen.npy'
+    save_class_embeddings(str(embeddings), F.normalize(rows, dim=-1), TOY_CLIP)
     options = ['--cfg-options', 'model.backbone.pretrained=None',  # random frozen toy CLIP
                'model.test_cfg.rcnn.score_thr=0.0']
     run_tool(python_tool('train.py', str(TOY_FVLM), '--work-dir', str(tmp_path / 'train'),
                          *options, 'train_cfg.max_iters=2', 'train_cfg.val_interval=100'),
              cwd=tmp_path)
+    out = tmp_path / 'predictions.pkl'
     run_tool(python_tool('test.py', str(TOY_FVLM), str(tmp_path / 'train' / 'iter_2.pth'),
-                         '--work-dir', str(tmp_path / 'test'), *options), cwd=tmp_path)
+                         '--work-dir', str(tmp_path / 'test'), '--out', str(out), *options),
+             cwd=tmp_path)
     metrics = json.loads(next((tmp_path / 'test').glob('*/*.json')).read_text())
-    for split in ('base', 'novel', 'all'):
-        assert 0.0 <= metrics[f'coco/bbox_AP50_{split}'] <= 1.0
+    # Each split's AP50 is the reference COCO API's on the dumped detections, restricted to the
+    # split's categories (the novel ones: mmclim.datasets.TOY_NOVEL_CLASSES).
+    ann_file = data / 'annotations' / 'instances_val.json'
+    names = {c['id']: c['name'] for c in json.loads(ann_file.read_text())['categories']}
+    novel = [cat_id for cat_id, name in names.items() if name in TOY_NOVEL_CLASSES]
+    splits = dict(base=[cat_id for cat_id in names if cat_id not in novel], novel=novel,
+                  all=list(names))
+    predictions = pickle.loads(out.read_bytes())
+    for split, cat_ids in splits.items():
+        assert metrics[f'coco/bbox_AP50_{split}'] == pytest.approx(
+            _reference_ap50(ann_file, predictions, cat_ids), abs=1e-3), split
+
+
+def _reference_ap50(ann_file: Path, predictions: list, cat_ids: list) -> float:
+    """Box AP at IoU 0.5 of dumped predictions over some categories, by pycocotools."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(ann_file))
+        label_to_id = sorted(gt.getCatIds())
+        detections = [
+            dict(image_id=p['img_id'], category_id=label_to_id[label], score=score,
+                 bbox=[x1, y1, x2 - x1, y2 - y1])
+            for p in predictions
+            for (x1, y1, x2, y2), score, label in zip(p['pred_instances']['bboxes'].tolist(),
+                                                      p['pred_instances']['scores'].tolist(),
+                                                      p['pred_instances']['labels'].tolist())]
+        if not detections:
+            return 0.0
+        evaluator = COCOeval(gt, gt.loadRes(detections), 'bbox')
+        evaluator.params.catIds = cat_ids
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return max(float(evaluator.stats[1]), 0.0)

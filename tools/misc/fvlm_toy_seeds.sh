@@ -6,8 +6,8 @@
 # with tools/test.py on the 100 validation scenes; the script prints, per CLIP, the mean, the
 # sample standard deviation and the range of box AP50 on the base, novel and all classes.
 #
-# Needs `make demo` first (data/toy_shapes with its class embeddings, work_dirs/demo/baseline and
-# work_dirs/demo/clim); a CLIP whose weights are missing is skipped, and so is a run whose metrics
+# Needs `make demo` first (data/toy_shapes, and in DEMO_DIR the class embeddings and the baseline
+# and clim runs); a CLIP whose weights are missing is skipped, and so is a run whose metrics
 # are already in WORK_DIR (rerun the script to finish an interrupted sweep).
 # Usage: tools/misc/fvlm_toy_seeds.sh [WORK_DIR] [SEED ...]   (default: work_dirs/fvlm_toy 0 1 2)
 # Environment: PYTHON (interpreter), NPROC (training processes, default 2), DEMO_DIR (default
@@ -49,7 +49,8 @@ for clip in "${CLIPS[@]}"; do
             continue
         fi
         echo "=== [$(((SECONDS - START) / 60))m$(((SECONDS - START) % 60))s] $clip seed $seed"
-        options=(model.backbone.pretrained="$weights" randomness.seed="$seed")
+        options=(model.backbone.pretrained="$weights" randomness.seed="$seed"
+                 model.roi_head.bbox_head.class_embeddings="$DEMO_DIR/embeddings/toy_classes_seen.npy")
         # No validation during training: the test below evaluates the last checkpoint once.
         tools/dist_train.sh "$CONFIG" "$NPROC" --work-dir "$run/train" \
             --cfg-options "${options[@]}" train_cfg.val_interval=100000 > "$run.train.log" 2>&1 \

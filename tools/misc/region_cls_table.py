@@ -1,9 +1,11 @@
 # Copyright (c) mmclim contributors. All rights reserved.
 """Print the zero-shot region classification table of one or more ``tools/demo.sh`` runs.
 
-Each demo folder holds ``eval/<run>-<vocabulary>/`` (``tools/test.py`` work dirs, whose newest
-json record with ``region_cls/top1`` is read) for the runs baseline, image and clim and the
-vocabularies seen (the caption wording) and unseen (prompt templates the text tower never saw).
+A demo folder holds, for the runs baseline, image and clim and the vocabularies seen (the
+caption wording) and unseen (prompt templates the text tower never saw), the work dir of the
+evaluation, whose newest json record with ``region_cls/top1`` is read: ``eval/<run>-<vocabulary>/``
+(``tools/test.py``), except for the continuations with the seen vocabulary, which their own
+training run evaluates at its end (``<run>/``).
 With several folders (e.g. three seeds) every cell is the mean and the sample standard
 deviation over them.
 
@@ -37,6 +39,13 @@ def last_record(work_dir: Path) -> Dict[str, float]:
     return records[-1]
 
 
+def record_dir(demo_dir: Path, run: str, vocabulary: str) -> Path:
+    """Where ``tools/demo.sh`` evaluated ``run`` with ``vocabulary``."""
+    if run != 'baseline' and vocabulary == 'seen':
+        return demo_dir / run
+    return demo_dir / 'eval' / f'{run}-{vocabulary}'
+
+
 def cell(values: List[float]) -> str:
     """One value, or mean +- sample standard deviation of several."""
     if len(values) == 1:
@@ -59,7 +68,7 @@ def main() -> None:
         print(header)
         print('-' * len(header))
         for run, name in RUNS:
-            records = [last_record(d / 'eval' / f'{run}-{vocabulary}') for d in args.demo_dirs]
+            records = [last_record(record_dir(d, run, vocabulary)) for d in args.demo_dirs]
             print(f'{name:16s}' + ''.join(
                 f'{cell([r[PREFIX + m] for r in records]):>{width}s}' for m in METRICS))
 
