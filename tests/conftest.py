@@ -1,9 +1,11 @@
 # Copyright (c) mmclim contributors. All rights reserved.
+import contextlib
+import io
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import List, Sequence
+from typing import Iterable, List, Optional, Sequence
 
 import pytest
 
@@ -38,3 +40,31 @@ def run_tool(args: Sequence[str], cwd: Path, timeout: float = 600) -> subprocess
 def python_tool(name: str, *args: str) -> List[str]:
     """Command line for ``tools/<name>`` with the interpreter running the tests."""
     return [sys.executable, str(REPO_ROOT / 'tools' / name), *args]
+
+
+def reference_coco_ap(ann_file: Path, predictions: list, stat: int = 0,
+                      cat_ids: Optional[Iterable[int]] = None) -> float:
+    """Box AP of predictions dumped by ``tools/test.py --out`` by the reference COCO API
+    (pycocotools): ``stat`` 0 is mAP, 1 is AP50; ``cat_ids`` restricts the evaluation to some
+    categories. Labels index the ground truth's sorted category ids, as mmdet's ``CocoMetric``."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(ann_file))
+        label_to_id = sorted(gt.getCatIds())
+        detections = [
+            dict(image_id=p['img_id'], category_id=label_to_id[label], score=score,
+                 bbox=[x1, y1, x2 - x1, y2 - y1])
+            for p in predictions
+            for (x1, y1, x2, y2), score, label in zip(p['pred_instances']['bboxes'].tolist(),
+                                                      p['pred_instances']['scores'].tolist(),
+                                                      p['pred_instances']['labels'].tolist())]
+        if not detections:
+            return 0.0
+        evaluator = COCOeval(gt, gt.loadRes(detections), 'bbox')
+        if cat_ids is not None:
+            evaluator.params.catIds = list(cat_ids)
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return max(float(evaluator.stats[stat]), 0.0)  # COCOeval writes -1 when nothing matches

@@ -1,7 +1,5 @@
 # Copyright (c) mmclim contributors. All rights reserved.
 """The toy F-VLM config through tools/train.py and tools/test.py: metrics with AP50 base/novel."""
-import contextlib
-import io
 import json
 import pickle
 from pathlib import Path
@@ -9,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import REPO_ROOT, python_tool, run_tool
+from conftest import REPO_ROOT, python_tool, reference_coco_ap, run_tool
 
 from mmclim.datasets import TOY_NOVEL_CLASSES, class_names, generate_shape_scenes, write_base_only
 from mmclim.structures import save_class_embeddings
@@ -48,28 +46,4 @@ def test_test_tool_writes_ov_metrics(tmp_path: Path) -> None:
     predictions = pickle.loads(out.read_bytes())
     for split, cat_ids in splits.items():
         assert metrics[f'coco/bbox_AP50_{split}'] == pytest.approx(
-            _reference_ap50(ann_file, predictions, cat_ids), abs=1e-3), split
-
-
-def _reference_ap50(ann_file: Path, predictions: list, cat_ids: list) -> float:
-    """Box AP at IoU 0.5 of dumped predictions over some categories, by pycocotools."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO(str(ann_file))
-        label_to_id = sorted(gt.getCatIds())
-        detections = [
-            dict(image_id=p['img_id'], category_id=label_to_id[label], score=score,
-                 bbox=[x1, y1, x2 - x1, y2 - y1])
-            for p in predictions
-            for (x1, y1, x2, y2), score, label in zip(p['pred_instances']['bboxes'].tolist(),
-                                                      p['pred_instances']['scores'].tolist(),
-                                                      p['pred_instances']['labels'].tolist())]
-        if not detections:
-            return 0.0
-        evaluator = COCOeval(gt, gt.loadRes(detections), 'bbox')
-        evaluator.params.catIds = cat_ids
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return max(float(evaluator.stats[1]), 0.0)
+            reference_coco_ap(ann_file, predictions, 1, cat_ids), abs=1e-3), split

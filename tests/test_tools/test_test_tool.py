@@ -1,14 +1,12 @@
 # Copyright (c) mmclim contributors. All rights reserved.
 """``tools/test.py`` evaluates a checkpoint, writes the metrics and dumps predictions."""
-import contextlib
-import io
 import json
 import pickle
 import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import TOY_CONFIG, python_tool, run_tool
+from conftest import TOY_CONFIG, python_tool, reference_coco_ap, run_tool
 
 
 @pytest.mark.slow
@@ -31,30 +29,7 @@ def test_test_tool_writes_metrics_and_predictions(toy_workspace: Path, tmp_path:
     # The logged mAP is the reference COCO API's on the dumped predictions (3 decimals, as
     # mmdet's CocoMetric logs it).
     ann_file = toy_workspace / 'data' / 'toy_shapes' / 'annotations' / 'instances_val.json'
-    assert metrics['coco/bbox_mAP'] == round(_reference_map(ann_file, predictions), 3)
-
-
-def _reference_map(ann_file: Path, predictions: list) -> float:
-    """COCO box mAP of dumped predictions, by pycocotools."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO(str(ann_file))
-        cat_ids = sorted(gt.getCatIds())
-        detections = []
-        for prediction in predictions:
-            instances = prediction['pred_instances']
-            for box, score, label in zip(instances['bboxes'].tolist(),
-                                         instances['scores'].tolist(),
-                                         instances['labels'].tolist()):
-                x1, y1, x2, y2 = box
-                detections.append(dict(image_id=prediction['img_id'], category_id=cat_ids[label],
-                                       bbox=[x1, y1, x2 - x1, y2 - y1], score=score))
-        evaluator = COCOeval(gt, gt.loadRes(detections), 'bbox')
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return float(evaluator.stats[0])
+    assert metrics['coco/bbox_mAP'] == round(reference_coco_ap(ann_file, predictions), 3)
 
 
 def test_test_tool_missing_checkpoint_is_named(toy_workspace: Path, tmp_path: Path) -> None:
