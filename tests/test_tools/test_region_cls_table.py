@@ -35,6 +35,8 @@ def test_one_run_prints_its_values(tmp_path: Path) -> None:
     # seen: baseline, +image-level, +CLIM; then unseen in the same order
     assert [row[1:] for row in rows] == [
         [f'{v + i:.2f}' for i in range(4)] for v in (10, 20, 30, 40, 50, 60)]
+    gains = [line.split()[3:] for line in out.splitlines() if line.startswith('CLIM - image')]
+    assert gains == [['10.00'] * 4] * 2  # 30 - 20 (seen) and 60 - 50 (unseen) for each metric
 
 
 def test_three_seeds_print_mean_and_sample_std(tmp_path: Path) -> None:
@@ -46,3 +48,18 @@ def test_three_seeds_print_mean_and_sample_std(tmp_path: Path) -> None:
     assert len(rows) == 6
     assert rows[0].split()[1:4] == ['13.00', '+-', '3.61']
     assert rows[5].split()[1:4] == ['63.00', '+-', '3.61']  # the unseen +CLIM row
+
+
+def test_gain_is_paired_within_each_run(tmp_path: Path) -> None:
+    # Seen Top-1 of three seeds: image-level 20, 25, 30 and CLIM 30, 38, 39: the gains 10, 13, 9
+    # have mean 10.67 and sample std sqrt((0.444 + 5.444 + 2.778) / 2) = 2.08, while the
+    # unpaired difference of the means would carry each run's spread.
+    demos = []
+    for i, (image, clim) in enumerate(((20, 30), (25, 38), (30, 39))):
+        demo = _demo_dir(tmp_path / f'seed{i}', 0.0)
+        _write_record(demo / 'image', image)
+        _write_record(demo / 'clim', clim)
+        demos.append(str(demo))
+    out = run_tool(python_tool('misc/region_cls_table.py', *demos), cwd=tmp_path).stdout
+    gain = next(line for line in out.splitlines() if line.startswith('CLIM - image'))
+    assert gain.split()[3:6] == ['10.67', '+-', '2.08']

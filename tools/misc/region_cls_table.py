@@ -7,7 +7,8 @@ evaluation, whose newest json record with ``region_cls/top1`` is read: ``eval/<r
 (``tools/test.py``), except for the continuations with the seen vocabulary, which their own
 training run evaluates at its end (``<run>/``).
 With several folders (e.g. three seeds) every cell is the mean and the sample standard
-deviation over them.
+deviation over them. The last row of each vocabulary is CLIM's gain over the image-level
+continuation, taken within each folder (the two start from the same baseline) before averaging.
 
 Usage: python tools/misc/region_cls_table.py work_dirs/demo [work_dirs/demo_seed1 ...]
 """
@@ -67,10 +68,14 @@ def main() -> None:
         print()
         print(header)
         print('-' * len(header))
+        values = {}  # run -> metric -> one value per demo folder
         for run, name in RUNS:
             records = [last_record(record_dir(d, run, vocabulary)) for d in args.demo_dirs]
-            print(f'{name:16s}' + ''.join(
-                f'{cell([r[PREFIX + m] for r in records]):>{width}s}' for m in METRICS))
+            values[run] = {m: [r[PREFIX + m] for r in records] for m in METRICS}
+            print(f'{name:16s}' + ''.join(f'{cell(values[run][m]):>{width}s}' for m in METRICS))
+        gains = {m: [c - i for c, i in zip(values['clim'][m], values['image'][m])]
+                 for m in METRICS}
+        print(f'{"CLIM - image":16s}' + ''.join(f'{cell(gains[m]):>{width}s}' for m in METRICS))
 
 
 if __name__ == '__main__':
