@@ -10,8 +10,8 @@ decoding pipeline would) and the same 1024x1024 canvas:
   ``MultiImageMixDataset``;
 - ``cached_mosaic_pseudo_region``: ``CachedMosaicPseudoRegion`` (2x2), the like-for-like
   counterpart of ``CachedMosaic``;
-- ``batch_mosaic``: the tensor path on a (29, 3, 224, 224) batch into 1024x1024 canvases with
-  grids drawn from 2x2/3x3/4x4 (on CUDA when available, else CPU).
+- ``batch_mosaic``: the tensor path on a (29, 3, 224, 224) batch into 1024x1024 canvases, the
+  official composition (one 2x2, one 3x3 and one 4x4 mosaic; on CUDA when available, else CPU).
 
 Throughput is mosaics per second (and source images per second). Peak memory is what the case
 allocates on top of the shared decoded images: tracemalloc's peak (numpy and Python allocations,
