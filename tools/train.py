@@ -2,14 +2,19 @@
 """Train a model from an mmclim (or any mmdet) config with the MMEngine runner."""
 import argparse
 
-from mmclim.engine import add_runner_args, load_config, managed_runner, parse_runner_args
+from mmclim.engine import (AMP_DTYPES, add_runner_args, enable_amp, load_config, managed_runner,
+                           parse_runner_args)
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Train a model with mmclim')
     parser.add_argument('config', help='train config file path')
     parser.add_argument(
-        '--amp', action='store_true', help='enable automatic mixed-precision training')
+        '--amp', action='store_true',
+        help='mixed-precision training (autocast; bfloat16 on GPUs that have it, see --amp-dtype)')
+    parser.add_argument(
+        '--amp-dtype', choices=AMP_DTYPES, default='auto',
+        help="autocast dtype of --amp: 'auto' (bfloat16 where the GPU has it, else float16)")
     parser.add_argument(
         '--auto-scale-lr', action='store_true',
         help='scale the learning rate by total batch size / auto_scale_lr.base_batch_size')
@@ -26,8 +31,7 @@ def main() -> None:
     cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
 
     if args.amp:
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.loss_scale = 'dynamic'
+        enable_amp(cfg, args.amp_dtype)
     if args.auto_scale_lr:
         if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
             raise KeyError(f'--auto-scale-lr needs auto_scale_lr.base_batch_size in {args.config}')

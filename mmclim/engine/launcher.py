@@ -24,6 +24,7 @@ CPU_DIST_BACKEND = 'gloo'
 RUNNER_LOOP_ATTRS = ('_train_loop', '_val_loop', '_test_loop')
 
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
+AMP_DTYPES = ('auto', 'bfloat16', 'float16')
 
 
 def add_runner_args(parser: argparse.ArgumentParser) -> None:
@@ -78,6 +79,34 @@ def load_config(config: str,
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config))[0])
     return cfg
+
+
+def amp_dtype(requested: str = 'auto') -> str:
+    """The autocast dtype of ``--amp``: ``'auto'`` is bfloat16 on a CUDA device that has it
+    (Ampere and later), else float16."""
+    if requested not in AMP_DTYPES:
+        raise ValueError(f'--amp-dtype: expected one of {AMP_DTYPES}, got {requested!r}')
+    if requested != 'auto':
+        return requested
+    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return 'bfloat16' if bf16 else 'float16'
+
+
+def enable_amp(cfg: Config, dtype: str = 'auto') -> None:
+    """Train under autocast: mmengine's ``AmpOptimWrapper`` with :func:`amp_dtype`'s dtype.
+
+    float16 gets a dynamic loss scale; bfloat16, whose range is float32's, none (a fixed scale of
+    1, so the scaler still skips a step whose gradients are not finite). mmclim's contrastive
+    loss and RoIAlign run in float32 whatever the autocast.
+
+    Args:
+        cfg (Config): The config; its ``optim_wrapper`` is changed in place.
+        dtype (str): ``'auto'``, ``'bfloat16'`` or ``'float16'``. Defaults to ``'auto'``.
+    """
+    dtype = amp_dtype(dtype)
+    cfg.optim_wrapper.type = 'AmpOptimWrapper'
+    cfg.optim_wrapper.dtype = dtype
+    cfg.optim_wrapper.loss_scale = 'dynamic' if dtype == 'float16' else 1.0
 
 
 def setup_cpu_distributed(cfg: Config) -> None:

@@ -14,8 +14,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 import mmclim.engine.launcher as launcher
-from mmclim.engine import (load_config, managed_runner, setup_cpu_distributed,
-                           shutdown_dataloader_workers, teardown_runner)
+from mmclim.engine import (amp_dtype, enable_amp, load_config, managed_runner,
+                           setup_cpu_distributed, shutdown_dataloader_workers, teardown_runner)
 
 # torch names the worker threads of a gloo process group (ProcessGroupGloo::runLoop) so.
 GLOO_WORKER_THREAD = 'pt_gloo_runloop'
@@ -129,3 +129,25 @@ def test_managed_runner_keeps_the_run_error(monkeypatch: pytest.MonkeyPatch) -> 
     with pytest.raises(KeyError, match='bad config'):
         with managed_runner(Config()):
             pass
+
+
+@pytest.mark.parametrize('dtype,loss_scale', [('bfloat16', 1.0), ('float16', 'dynamic')])
+def test_enable_amp_sets_the_wrapper(dtype, loss_scale):
+    cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-4),
+                                         clip_grad=dict(max_norm=1.0))))
+    enable_amp(cfg, dtype)
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+    assert cfg.optim_wrapper.dtype == dtype and cfg.optim_wrapper.loss_scale == loss_scale
+    assert cfg.optim_wrapper.clip_grad == dict(max_norm=1.0)  # the rest is kept
+
+
+def test_amp_dtype_auto_follows_the_device(monkeypatch):
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    assert amp_dtype('auto') == 'float16'
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda: True)
+    assert amp_dtype('auto') == 'bfloat16'
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda: False)
+    assert amp_dtype('auto') == 'float16'
+    with pytest.raises(ValueError, match='--amp-dtype'):
+        amp_dtype('fp8')

@@ -128,11 +128,24 @@ def contrastive_caption_loss(region_feats: Tensor,
             negative).
 
     Returns:
-        Tensor: Scalar loss. With N == 0 it is 0 and, when the inputs require grad, still has a
-        ``grad_fn`` connected to them (through the gather when other ranks have rows), so the
-        rank's backward runs, including the gather's all-reduce, and DDP does not stall.
+        Tensor: Scalar loss, computed in float32 (float64 for float64 inputs) under any
+        autocast. With N == 0 it is 0 and, when the inputs require grad, still has a ``grad_fn``
+        connected to them (through the gather when other ranks have rows), so the rank's
+        backward runs, including the gather's all-reduce, and DDP does not stall.
     """
     _check_inputs(region_feats, text_feats, logit_scale, caption_ids)
+    # Float32 under any autocast: bfloat16 logits at a logit scale of 100 step by 0.25 to 0.5.
+    dtype = torch.promote_types(region_feats.dtype, torch.float32)  # float64 stays float64
+    with torch.autocast(region_feats.device.type, enabled=False):
+        if isinstance(logit_scale, Tensor):
+            logit_scale = logit_scale.to(dtype)
+        return _symmetric_info_nce(region_feats.to(dtype), text_feats.to(dtype), logit_scale,
+                                   normalize, gather, caption_ids)
+
+
+def _symmetric_info_nce(region_feats: Tensor, text_feats: Tensor, logit_scale: Union[Tensor, float],
+                        normalize: bool, gather: bool, caption_ids: Optional[Tensor]) -> Tensor:
+    """The body of :func:`contrastive_caption_loss`, on checked float32 or float64 inputs."""
     if normalize:
         region_feats = F.normalize(region_feats, dim=1)
         text_feats = F.normalize(text_feats, dim=1)

@@ -5,10 +5,13 @@ CLIP region features (:class:`~mmclim.models.backbones.OpenCLIPRegion`), the F-V
 VLM region embeddings and every score computed from them pool boxes here, so the pooling is the
 same wherever a region is compared with a text. It is RoIAlign with ``aligned=True`` (pixel
 centres at half-integers, as the official CLIM and F-VLM code call torchvision's ``roi_align``)
-and adaptive sampling (``ceil(box size / bin size)`` points per bin and axis).
+and adaptive sampling (``ceil(box size / bin size)`` points per bin and axis). It pools in float32
+at least, also under bfloat16 autocast: boxes cast to bfloat16 (8 significant bits) would move a
+coordinate near 1000 pixels by up to 4 pixels.
 """
 from typing import List, Union
 
+import torch
 from mmcv.ops import roi_align
 from mmdet.structures.bbox import bbox2roi
 from torch import Tensor
@@ -54,8 +57,9 @@ def box_pool(features: Tensor, boxes: Union[List[Tensor], Tensor], stride: int,
 
     Returns:
         Tensor: Shape (K, C) for ``output_size=1``, else (K, C, S, S), images then boxes in
-        order.
+        order; float32 (float64 for float64 features).
     """
+    features = features.to(torch.promote_types(features.dtype, torch.float32))
     rois = boxes_to_rois(boxes).to(features)
     if rois.shape[0] == 0:
         shape = (0, features.shape[1]) + (() if output_size == 1 else (output_size, ) * 2)

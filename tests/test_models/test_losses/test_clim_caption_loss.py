@@ -76,6 +76,20 @@ def test_hand_computed_3x3() -> None:
     assert tensor_scale.item() == pytest.approx(expected, abs=TOLERANCE)
 
 
+def test_bfloat16_autocast_computes_the_loss_in_float32() -> None:
+    """bfloat16 features under CPU autocast: the loss equals the float64 loss of the same
+    (bfloat16-rounded) features. At a logit scale of 100 a bfloat16 matrix product would round the
+    logits to steps of 0.25 to 0.5 and miss it by far more than the tolerance."""
+    generator = torch.Generator().manual_seed(0)
+    regions = torch.randn(16, 32, generator=generator).bfloat16()
+    texts = torch.randn(16, 32, generator=generator).bfloat16()
+    expected = contrastive_caption_loss(regions.double(), texts.double(), 100.0)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        loss = contrastive_caption_loss(regions, texts, torch.tensor(100.0))
+    assert loss.dtype == torch.float32
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-4)
+
+
 def test_normalize_on_and_off() -> None:
     regions, texts = _hand_tensors()
     scaled_regions = regions * torch.tensor(REGION_ROW_FACTORS, dtype=regions.dtype)
