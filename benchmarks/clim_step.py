@@ -13,7 +13,10 @@ Same model, same batch, same optimiser (AdamW over the trainable parameters), on
 Mosaic cells are at the single images' resolution (``canvas_size=None``: a 3x3 canvas of 64x64
 images is 192x192). Throughput is counted in source images per second (a mosaic of 9 images counts
 9). Peak memory is the growth of the process's peak RSS during the timed steps on CPU, or CUDA's
-peak allocation on a GPU.
+peak allocation on a GPU. FLOPs per step are counted once, untimed, by torch's
+``FlopCounterMode`` (matrix products, convolutions and attention; forward and backward); on a GPU
+the model FLOPs utilisation (MFU) is the achieved rate over 790 TFLOP/s, the dense bf16 matrix
+product rate measured on the H200 (8192^3, random data).
 
 Devices: on CPU a small ViT (``mmclim-toy-vit``: 4 blocks, width 96, 64x64 images, batch 64);
 with ``--gpu`` (when CUDA is available) ViT-B/16 with 6 unlocked blocks, 224x224 singles,
@@ -33,6 +36,7 @@ import torch
 from mmdet.registry import MODELS
 from mmengine.registry import init_default_scope
 from mmengine.structures import BaseDataElement
+from torch.utils.flop_counter import FlopCounterMode
 
 import mmclim  # noqa: F401
 
@@ -44,6 +48,8 @@ CASES = {
     'clim-random-0.5': dict(mode='clim', mosaic=dict(composition='random', mosaic_fraction=0.5)),
 }
 WARMUP_STEPS = 2
+#: Dense bf16 matrix-product rate of the H200 as measured (8192^3 products, random data), FLOP/s.
+PEAK_BF16_FLOPS = 790e12
 
 
 def run_case(case: str, steps: int, gpu: bool,
@@ -73,6 +79,8 @@ def run_case(case: str, steps: int, gpu: bool,
 
     for _ in range(WARMUP_STEPS):
         step()
+    with FlopCounterMode(display=False) as counter:
+        step()
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if gpu:
         torch.cuda.reset_peak_memory_stats()
@@ -82,7 +90,9 @@ def run_case(case: str, steps: int, gpu: bool,
     elapsed = time.perf_counter() - start
     peak = (torch.cuda.max_memory_allocated() / 2**20 if gpu else
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss_before)
-    return dict(images_per_s=batch * steps / elapsed, step_s=elapsed / steps, peak_mb=peak)
+    flops = counter.get_total_flops()
+    return dict(images_per_s=batch * steps / elapsed, step_s=elapsed / steps, peak_mb=peak,
+                tflops_per_step=flops / 1e12, mfu=flops * steps / elapsed / PEAK_BF16_FLOPS)
 
 
 def main() -> None:
@@ -111,13 +121,17 @@ def main() -> None:
     print(f'{setup["model_name"]}, batch {setup["batch"]} of {setup["image_size"]}x'
           f'{setup["image_size"]}, {args.steps} timed steps, '
           f'{"CUDA bf16" if args.gpu else f"CPU, {torch.get_num_threads()} threads"}')
-    print(f'{"case":40s} {"images/s":>9s} {"s/step":>8s} {"peak MB":>9s} {"vs image":>9s}')
+    mfu_header = f' {"TFLOP/s":>8s} {"MFU":>6s}' if args.gpu else ''
+    print(f'{"case":40s} {"images/s":>9s} {"s/step":>8s} {"peak MB":>9s} {"vs image":>9s} '
+          f'{"TFLOP/step":>10s}{mfu_header}')
     base = results[('image', None)]['images_per_s']
     for (case, canvas), fig in results.items():
         cells = f' (canvas {canvas})' if canvas else ' (cells at image size)'
         name = case if case == 'image' else case + cells
+        rate = fig['tflops_per_step'] / fig['step_s']
+        mfu = f' {rate:8.1f} {100 * fig["mfu"]:5.1f}%' if args.gpu else ''
         print(f'{name:40s} {fig["images_per_s"]:9.1f} {fig["step_s"]:8.3f} {fig["peak_mb"]:9.0f} '
-              f'{fig["images_per_s"] / base:8.2f}x')
+              f'{fig["images_per_s"] / base:8.2f}x {fig["tflops_per_step"]:10.3f}{mfu}')
 
 
 if __name__ == '__main__':

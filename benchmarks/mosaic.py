@@ -22,7 +22,8 @@ allocations are not traced), and on a GPU CUDA's peak allocation.
 Each case runs ``--repeats`` times, interleaved with the others, and the median is reported:
 the figures of one process vary by up to 20% from one run to the next on a shared machine.
 
-Usage: python benchmarks/mosaic.py [--seconds 5] [--repeats 3]
+Usage: python benchmarks/mosaic.py [--seconds 5] [--repeats 3] [--gpu]
+(``--gpu``: the batch path alone, on CUDA.)
 """
 import argparse
 import json
@@ -136,16 +137,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--seconds', type=float, default=5.0, help='timed seconds per case')
     parser.add_argument('--repeats', type=int, default=3, help='runs per case (median kept)')
+    parser.add_argument('--gpu', action='store_true', help='the batch path alone, on CUDA')
     parser.add_argument('--case', choices=CASES, help=argparse.SUPPRESS)  # child process
     args = parser.parse_args()
+    if args.gpu and not torch.cuda.is_available():
+        parser.error('--gpu needs CUDA')
     if args.case:
         cv2.setNumThreads(1)
         print(json.dumps(run_case(args.case, args.seconds)))
         return
 
-    runs: Dict[str, List[dict]] = {case: [] for case in CASES}
+    cases = ('batch_mosaic', ) if args.gpu else CASES
+    runs: Dict[str, List[dict]] = {case: [] for case in cases}
     for _ in range(args.repeats):
-        for case in CASES:
+        for case in cases:
             proc = subprocess.run([sys.executable, __file__, '--case', case, '--seconds',
                                    str(args.seconds)], capture_output=True, text=True, check=True)
             runs[case].append(json.loads(proc.stdout.strip().splitlines()[-1]))
@@ -158,8 +163,9 @@ def main() -> None:
         spread = ', '.join(f'{run["mosaics_per_s"]:.0f}' for run in runs[case])
         print(f'{case:30s} {fig["mosaics_per_s"]:10.1f} {fig["source_images_per_s"]:10.1f} '
               f'{fig["peak_mb"]:10.1f}  ({spread})')
-    base = results['mmdet_cached_mosaic']
-    for case in ('mosaic_pseudo_region', 'cached_mosaic_pseudo_region'):
+    pipeline_cases = () if args.gpu else ('mosaic_pseudo_region', 'cached_mosaic_pseudo_region')
+    for case in pipeline_cases:
+        base = results['mmdet_cached_mosaic']
         speed = results[case]['mosaics_per_s'] / base['mosaics_per_s']
         memory = results[case]['peak_mb'] / base['peak_mb']
         print(f'{case} / mmdet CachedMosaic: throughput x{speed:.2f}, peak memory x{memory:.2f}')

@@ -8,11 +8,24 @@ from pathlib import Path
 from typing import Iterable, List, Optional, Sequence
 
 import pytest
+import torch
 
 from mmclim.datasets import generate_shape_scenes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TOY_CONFIG = REPO_ROOT / 'configs' / 'toy' / 'retinanet_tiny_toy-shapes.py'
+
+
+GPU_SKIP_REASON = 'needs a CUDA device: run on a GPU machine, tools/gpu/check.sh (docs/gpu.md)'
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item]) -> None:
+    """Skip the tests marked ``gpu`` where CUDA is not available, saying why."""
+    if torch.cuda.is_available():
+        return
+    for item in items:
+        if 'gpu' in item.keywords:
+            item.add_marker(pytest.mark.skip(reason=GPU_SKIP_REASON))
 
 
 @pytest.fixture(scope='session')

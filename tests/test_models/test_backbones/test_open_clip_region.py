@@ -556,7 +556,7 @@ def test_real_openai_configs_at_cpu_size() -> None:
         assert resnet50.dense_features(images).shape == (1, 1024, 7, 7)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+@pytest.mark.gpu
 def test_region_features_on_gpu_match_cpu(vit_attn_mask: OpenCLIPRegion) -> None:
     images = _images(1, 320, 320)
     boxes = [torch.tensor([[0., 0., 320., 320.], [40., 60., 200., 180.]])]

@@ -153,6 +153,27 @@ def test_shipped_recipe_trains_and_predicts(config: Path, tiny_clips: Dict[str, 
             assert pred.masks.shape == (len(pred), IMAGE, IMAGE)
 
 
+@pytest.mark.gpu
+def test_shipped_lvis_recipe_trains_and_predicts_on_cuda_in_bfloat16(
+        tiny_clips: Dict[str, str], tmp_path: Path) -> None:
+    """The LVIS recipe (masks: RoIAlign of maps and of mask targets, NMS) on CUDA under the
+    bfloat16 autocast of ``--amp``: finite losses and gradients, boxes inside the image."""
+    model = _build(_shrunk_cfg(LVIS_RECIPE, tmp_path, tiny_clips)).cuda()
+    model.train()
+    with torch.autocast('cuda', dtype=torch.bfloat16):
+        losses = model.forward(**_inputs(model, [3, 2], True), mode='loss')
+        loss, _ = model.parse_losses(losses)
+    assert torch.isfinite(loss) and 'loss_mask' in losses
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    model.eval()
+    with torch.no_grad(), torch.autocast('cuda', dtype=torch.bfloat16):
+        results = model.forward(**_inputs(model, [3, 0], False), mode='predict')
+    for result in results:
+        bboxes = result.pred_instances.bboxes
+        assert (bboxes >= 0).all() and (bboxes <= IMAGE).all()
+
+
 def test_vlm_scores_the_proposals_before_regression(tiny_clips: Dict[str, str],
                                                     tmp_path: Path) -> None:
     """With the VLM weights at 1, each detection's score is the VLM's probability, for its

@@ -1,5 +1,8 @@
 # Copyright (c) mmclim contributors. All rights reserved.
-"""The torchvision fallback of mmcv's ops equals mmcv's CPU kernels (forced onto the CPU)."""
+"""The torchvision fallback of mmcv's ops equals mmcv's CPU kernels (forced onto the CPU), and on
+CUDA (tests marked ``gpu``) mmcv's CUDA kernels or the fallback equal them too."""
+import contextlib
+
 import pytest
 import torch
 import torchvision
@@ -189,3 +192,53 @@ def test_box_pool_keeps_box_precision_under_bfloat16_autocast():
         pooled = box_pool(features.bfloat16(), boxes, stride=1)
     assert pooled.dtype == torch.float32
     torch.testing.assert_close(pooled, torch.tensor([[1.5]]))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('forced', [False, True], ids=['default', 'forced_fallback'])
+def test_cuda_ops_equal_the_cpu_kernels(forced):
+    """On CUDA (mmcv's kernels where its build has them, else the fallback; then the fallback
+    forced), RoIAlign forward and backward, NMS, batched NMS and the focal loss equal mmcv's CPU
+    kernels (the focal loss: mmdet's torch implementation)."""
+    generator = torch.Generator().manual_seed(6)
+    features = torch.randn(2, 8, 40, 48, generator=generator)
+    rois = random_rois(generator, 200, 2, 160, 192)
+    args = ((7, 7), 0.25, 0, 'avg', True)
+    expected, expected_grad = roi_align_with_grad(features, rois, *args)
+    boxes = random_boxes(generator, 1000)
+    scores = torch.randperm(1000, generator=generator).float() / 1000
+    labels = torch.randint(10, (1000, ), generator=generator)
+    nms_cfg = dict(type='nms', iou_threshold=0.5)
+    expected_nms = nms(boxes, scores, 0.5)[1]
+    expected_batched = batched_nms(boxes, scores, labels, nms_cfg)[1]
+    logits = torch.randn(64, 8, generator=generator)
+    target = torch.randint(9, (64, ), generator=generator)
+    one_hot = torch.nn.functional.one_hot(target, 9)[:, :8].float()
+    expected_focal = py_sigmoid_focal_loss(logits, one_hot, gamma=2.0, alpha=0.25,
+                                           reduction='sum')
+
+    context = torchvision_ops() if forced else contextlib.nullcontext()
+    with context:
+        got, got_grad = roi_align_with_grad(features.cuda(), rois.cuda(), *args)
+        got_nms = nms(boxes.cuda(), scores.cuda(), 0.5)[1]
+        got_batched = batched_nms(boxes.cuda(), scores.cuda(), labels.cuda(), nms_cfg)[1]
+        got_focal = sigmoid_focal_loss(logits.cuda(), target.cuda(), 2.0, 0.25, None, 'sum')
+    torch.testing.assert_close(got.cpu(), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got_grad.cpu(), expected_grad, rtol=1e-5, atol=1e-5)
+    assert torch.equal(got_nms.cpu(), expected_nms)
+    assert torch.equal(got_batched.cpu(), expected_batched)
+    torch.testing.assert_close(got_focal.cpu(), expected_focal, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.gpu
+def test_bfloat16_roi_align_on_cuda_pools_in_float32():
+    """mmdet's extractors hand RoIAlign bfloat16 maps and boxes under autocast: it runs (mmcv's
+    kernels have no bfloat16) and equals the float32 pooling of the same values."""
+    generator = torch.Generator().manual_seed(7)
+    features = torch.randn(1, 4, 32, 32, generator=generator).bfloat16().cuda()
+    rois = torch.tensor([[0.0, 3.0, 5.0, 60.0, 44.0], [0.0, 0.0, 0.0, 128.0, 128.0]]).cuda()
+    got = roi_align(features, rois.bfloat16(), (7, 7), 0.25, 0, 'avg', True)
+    expected = roi_align(features.float().cpu(), rois.bfloat16().float().cpu(), (7, 7), 0.25, 0,
+                         'avg', True)
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float().cpu(), expected, rtol=1e-2, atol=1e-2)
