@@ -16,8 +16,8 @@
 #          CPython 3.12, requirements, size), mmcv's source and the commands; the GPU tests are
 #          collected; the F-VLM step runs on CPU on the toy config.
 #
-# Every stage is timed; its log and the timings (timings.tsv) go to $OUT (default
-# work_dirs/gpu_check/out). Exit status: 0 when every stage passed, else 1 (a failed mmcv CUDA
+# Every step is timed; the output goes to $OUT (default work_dirs/gpu_check/out): check.log, the
+# mmcv build logs, timings.tsv and the GPU tests' junit xml. Exit status: 0 when every stage passed, else 1 (a failed mmcv CUDA
 # build alone does not fail the check: the fallback is what runs then, and the summary says so).
 set -uo pipefail
 
@@ -51,15 +51,22 @@ TIMINGS=$OUT/timings.tsv
 FAILED=0
 
 say() { echo "[check] $*"; }
-# run NAME COMMAND...: time one step, its output in $OUT/NAME.log and on stdout, its status recorded.
+# run NAME COMMAND...: time one step; its output goes to $OUT/check.log and stdout (a build's to
+# $OUT/NAME.log, its last lines to both: the lease returns few files and the end of stdout only).
 run() {
     local name=$1 start=$SECONDS status
     shift
-    say "$name: $*"
-    "$@" 2>&1 | tee "$OUT/$name.log"
-    status=${PIPESTATUS[0]}
+    say "$name: $*" | tee -a "$OUT/check.log"
+    if [[ $name == *_build ]]; then
+        "$@" >"$OUT/$name.log" 2>&1
+        status=$?
+        tail -n 25 "$OUT/$name.log" | tee -a "$OUT/check.log"
+    else
+        "$@" 2>&1 | tee -a "$OUT/check.log"
+        status=${PIPESTATUS[0]}
+    fi
     printf '%s\t%s\t%s\n' "$name" "$((SECONDS - start))" "$status" >>"$TIMINGS"
-    say "$name: exit $status after $((SECONDS - start)) s"
+    say "$name: exit $status after $((SECONDS - start)) s" | tee -a "$OUT/check.log"
     return "$status"
 }
 step() { run "$@" || { FAILED=1; return 1; }; }
