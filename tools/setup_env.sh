@@ -87,29 +87,40 @@ fi
 # torch's version names its CUDA build too (2.11.0+cu130; a CPU-only build is +cpu).
 TORCH_TAG=$("$PY" -c "import sys, torch
 print(f'torch{torch.__version__}-py{sys.version_info.major}{sys.version_info.minor}')")
-OPS_TAG=$([[ $MMCV_FORCE_CUDA == 1 ]] && echo cudaops || echo cpuops)
-WHEEL_DIR=$CACHE/mmcv-$MMCV_VERSION-$TORCH_TAG-$OPS_TAG
 
 mmcv_ok() {
     "$PY" -c "import mmcv, mmcv.ops, sys; sys.exit(mmcv.__version__ != '$MMCV_VERSION')" 2>/dev/null
 }
 
-step "mmcv==$MMCV_VERSION with ops ($OPS_TAG), wheel cache $WHEEL_DIR"
-if ! mmcv_ok; then
-    if ! compgen -G "$WHEEL_DIR/mmcv-$MMCV_VERSION-*.whl" >/dev/null; then
+install_mmcv() {  # install_mmcv 1|0 [pip flags]: mmcv with CUDA and CPU ops, or CPU ops only
+    local force_cuda=$1 ops_tag wheel_dir
+    shift
+    ops_tag=$([[ $force_cuda == 1 ]] && echo cudaops || echo cpuops)
+    wheel_dir=$CACHE/mmcv-$MMCV_VERSION-$TORCH_TAG-$ops_tag
+    step "mmcv==$MMCV_VERSION with ops ($ops_tag), wheel cache $wheel_dir"
+    if ! compgen -G "$wheel_dir/mmcv-$MMCV_VERSION-*.whl" >/dev/null; then
         echo "[setup] no cached wheel: building mmcv $MMCV_VERSION from source (about 8 minutes on 2 CPU cores)"
-        BUILD_DIR=$(mktemp -d)
-        MMCV_WITH_OPS=1 FORCE_CUDA=$MMCV_FORCE_CUDA MAX_JOBS=${MAX_JOBS:-$(nproc)} \
+        local build_dir
+        build_dir=$(mktemp -d)
+        # Without CUDA ops, no GPU may be visible either: mmcv's setup.py builds them when it sees one.
+        local visible=()
+        [[ $force_cuda == 1 ]] || visible=(CUDA_VISIBLE_DEVICES=)
+        env "${visible[@]}" MMCV_WITH_OPS=1 FORCE_CUDA=$force_cuda MAX_JOBS=${MAX_JOBS:-$(nproc)} \
             "$PY" -m pip wheel --no-deps --no-build-isolation --no-binary mmcv \
-            "mmcv==$MMCV_VERSION" -w "$BUILD_DIR"
-        mkdir -p "$WHEEL_DIR"
+            "mmcv==$MMCV_VERSION" -w "$build_dir"
+        mkdir -p "$wheel_dir"
         # Move into place only when complete, so an interrupted build never leaves a broken cache entry.
-        mv "$BUILD_DIR"/mmcv-*.whl "$WHEEL_DIR"/
-        rm -rf "$BUILD_DIR"
+        mv "$build_dir"/mmcv-*.whl "$wheel_dir"/
+        rm -rf "$build_dir"
     else
-        echo "[setup] reusing cached wheel $(ls "$WHEEL_DIR"/mmcv-*.whl)"
+        echo "[setup] reusing cached wheel $(ls "$wheel_dir"/mmcv-*.whl)"
     fi
-    "${PIP[@]}" "$WHEEL_DIR"/mmcv-"$MMCV_VERSION"-*.whl
+    "${PIP[@]}" "$@" "$wheel_dir"/mmcv-"$MMCV_VERSION"-*.whl
+}
+
+# mmcv's ops are compiled against one torch build: the wheel cache is keyed by torch, python and CUDA.
+if ! mmcv_ok; then
+    install_mmcv "$MMCV_FORCE_CUDA"
 fi
 mmcv_ok
 
@@ -117,6 +128,17 @@ step "mmengine, mmdet, open_clip and test requirements"
 "${PIP[@]}" -r "$ROOT/requirements/mminstall.txt" -r "$ROOT/requirements/runtime.txt" \
     -r "$ROOT/requirements/tests.txt" "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" \
     "mmcv==$MMCV_VERSION"
+
+# A CUDA build that compiles can still fail on the GPU (mmcv 2.1.0 under CUDA 13 and torch 2.11 did:
+# docs/gpu.md); its ops are tried in a process of their own, and CPU ops replace it if they fail.
+if [[ $MMCV_FORCE_CUDA == 1 ]]; then
+    step "try mmcv's CUDA ops on the GPU"
+    if ! "$PY" "$ROOT/tools/misc/check_mmcv_ops.py" --device cuda; then
+        echo "[setup] mmcv's CUDA ops failed on this GPU (above): installing its CPU ops; mmclim runs" \
+            "RoIAlign, NMS and the focal loss on the GPU through torchvision (docs/gpu.md)"
+        install_mmcv 0 --force-reinstall --no-deps
+    fi
+fi
 
 step "mmclim (editable)"
 "${PIP[@]}" --no-deps --no-build-isolation -e "$ROOT"

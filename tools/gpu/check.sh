@@ -5,7 +5,8 @@
 #
 # Usage: tools/gpu/check.sh [--dry-run] STAGE...     STAGE: setup, test, bench (run in that order)
 #   setup  install the bundled wheels; build mmcv 2.1.0's ops with CUDA for sm_90 only (all cores,
-#          at most MMCLIM_CUDA_BUILD_TIMEOUT seconds); if that build fails, say so and build its
+#          at most MMCLIM_CUDA_BUILD_TIMEOUT seconds) and try them on the GPU in a process of their
+#          own (tools/misc/check_mmcv_ops.py); if the build or the try fails, say so and build its
 #          CPU ops, so that mmclim's torchvision fallback runs RoIAlign, NMS and the focal loss on
 #          the GPU. Done once per machine: a later call on the same machine reuses it.
 #   test   the GPU tests (pytest -m gpu) and the fallback's tests.
@@ -130,9 +131,17 @@ stage_setup() {
     if ! run setup_mmcv_cuda_build build_mmcv cuda; then
         pkill -f ninja; pkill -f nvcc  # what a timed-out build left running
         say "setup: mmcv's CUDA build FAILED or ran over $CUDA_BUILD_TIMEOUT s (the end of" \
-            "$OUT/setup_mmcv_cuda_build.log says why). Building mmcv's CPU ops instead: RoIAlign," \
-            "NMS and the focal loss then run through torchvision's CUDA kernels (mmclim's fallback)."
+            "$OUT/setup_mmcv_cuda_build.log says why)."
         ops=cpu
+    # A build that compiles can still crash or disagree: its ops are tried in a process of their own.
+    elif ! run setup_mmcv_cuda_verify env PYTHONPATH="$dir:$SITE" "$PY" \
+            tools/misc/check_mmcv_ops.py --device cuda; then
+        say "setup: mmcv's CUDA build compiled but its ops FAILED on the GPU (exit status above)."
+        ops=cpu
+    fi
+    if [[ $ops == cpu ]]; then
+        say "setup: building mmcv's CPU ops instead: RoIAlign, NMS and the focal loss then run" \
+            "through torchvision's CUDA kernels (mmclim's fallback)."
         step setup_mmcv_cpu_build build_mmcv cpu || return
     fi
     # mmengine resolves `mmdet::` configs through pkg_resources, which setuptools>=81 dropped.
@@ -149,13 +158,11 @@ EOF
     step setup_import "$PY" -c "
 import mmcv, mmdet, mmengine, open_clip, torch
 import mmclim
-from mmcv.ops import get_compiling_cuda_version
-from mmclim.models.utils import mmcv_built_with_cuda
+from mmclim.models.utils import mmcv_has_kernels
 print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())
-print('mmcv', mmcv.__version__, 'compiled with CUDA', get_compiling_cuda_version(),
-      '| mmdet', mmdet.__version__, '| mmengine', mmengine.__version__,
+print('mmcv', mmcv.__version__, '| mmdet', mmdet.__version__, '| mmengine', mmengine.__version__,
       '| open_clip', open_clip.__version__, '| mmclim', mmclim.__version__)
-print('RoIAlign/NMS on CUDA:', 'mmcv kernels' if mmcv_built_with_cuda() else 'torchvision fallback')
+print('RoIAlign/NMS on CUDA:', 'mmcv kernels' if mmcv_has_kernels('cuda') else 'torchvision fallback')
 " || return
     echo "mmcv ops: $ops, $(date -u +%FT%TZ)" >"$STATE/setup.done"
 }

@@ -37,7 +37,7 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
 
 from mmclim.engine import enable_amp
-from mmclim.models.utils import mmcv_built_with_cuda
+from mmclim.models.utils import mmcv_has_kernels
 from mmclim.structures import save_class_embeddings, split_record, write_split_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -113,7 +113,7 @@ def main() -> None:
     model.init_weights()
     model.to(args.device)
     optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
-    ops = 'mmcv' if args.device == 'cpu' or mmcv_built_with_cuda() else 'torchvision fallback'
+    ops = 'mmcv' if mmcv_has_kernels(args.device) else 'torchvision fallback'
     figures: Dict[str, object] = dict(config=args.config.name, device=args.device,
                                       image_size=args.image_size, batch=batch,
                                       amp='bfloat16' if args.amp else 'none', ops=ops,

@@ -1,9 +1,9 @@
 # Copyright (c) mmclim contributors. All rights reserved.
 from .batch_mosaic import BatchMosaic, batch_mosaic
 from .box_pool import box_pool, boxes_to_rois
-from .ops_fallback import install_ops_fallback, mmcv_built_with_cuda, torchvision_ops
+from .ops_fallback import install_ops_fallback, mmcv_has_kernels, torchvision_ops
 
 __all__ = [
     'BatchMosaic', 'batch_mosaic', 'box_pool', 'boxes_to_rois', 'install_ops_fallback',
-    'mmcv_built_with_cuda', 'torchvision_ops'
+    'mmcv_has_kernels', 'torchvision_ops'
 ]

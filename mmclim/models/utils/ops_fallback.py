@@ -21,9 +21,10 @@ These are the ops the shipped configs reach (CLIM fine-tuning, F-VLM, the toy Re
 mmcv op still needs mmcv's own build for the device.
 """
 import contextlib
+import importlib
 import os
 import sys
-from typing import Iterator, Set, Tuple
+from typing import Dict, Iterator, Tuple
 
 import torch
 import torchvision
@@ -38,21 +39,46 @@ _POOL_MAX = 0
 # mmcv's kernels clamp probabilities at FLT_MIN before their logarithm.
 _FLT_MIN = float(torch.finfo(torch.float32).tiny)
 
+#: What mmcv's device registry says of an op without a kernel for the device.
+_NO_KERNEL = 'not found'
+
 _forced = False
+_kernels: Dict[str, bool] = {}
 
 
-def mmcv_built_with_cuda() -> bool:
-    """Whether mmcv's compiled ops include CUDA kernels."""
-    from mmcv.ops import get_compiling_cuda_version
-    return get_compiling_cuda_version() != 'not available'
+def probe_kernels(ext, device_type: str) -> bool:
+    """Whether ``ext`` (``mmcv._ext``) has kernels for ``device_type``: an NMS of one box runs,
+    or mmcv's device registry raises ``nms_impl: implementation for device ... not found``.
+
+    mmcv's build information (``get_compiling_cuda_version``) is not asked: a CUDA build of mmcv
+    2.1.0 against CUDA 13.0 and torch 2.11 crashed in it (docs/gpu.md).
+    """
+    if device_type == 'cuda' and not torch.cuda.is_available():
+        return False
+    box = torch.tensor([[0.0, 0.0, 1.0, 1.0]], device=device_type)
+    try:
+        ext.nms(box, box.new_ones(1), iou_threshold=0.5, offset=0)
+    except RuntimeError as error:
+        if _NO_KERNEL not in str(error):
+            raise
+        return False
+    return True
 
 
-def fallback_devices() -> Set[str]:
-    """Device types whose ops run the torchvision fallback: ``{'cuda'}`` when mmcv's build has no
-    CUDA kernels, every type when forced (``MMCLIM_OPS=torchvision`` or :func:`torchvision_ops`)."""
+def mmcv_has_kernels(device_type: str) -> bool:
+    """Whether mmcv's compiled ops run on ``device_type`` (``'cpu'``, ``'cuda'``); probed once
+    per process and device type (:func:`probe_kernels`)."""
+    if device_type not in _kernels:
+        _kernels[device_type] = probe_kernels(importlib.import_module('mmcv._ext'), device_type)
+    return _kernels[device_type]
+
+
+def uses_fallback(device_type: str) -> bool:
+    """Whether ops on ``device_type`` run the fallback: where mmcv has no kernels for it, and on
+    every device when forced (``MMCLIM_OPS=torchvision`` or :func:`torchvision_ops`)."""
     if _forced or os.environ.get(ENV_VAR, '') == 'torchvision':
-        return {'cpu', 'cuda'}
-    return set() if mmcv_built_with_cuda() else {'cuda'}
+        return True
+    return not mmcv_has_kernels(device_type)
 
 
 @contextlib.contextmanager
@@ -82,7 +108,7 @@ class MMCVOpsDispatch:
 
     @staticmethod
     def _fallback(tensor: Tensor) -> bool:
-        return tensor.device.type in fallback_devices()
+        return uses_fallback(tensor.device.type)
 
     def roi_align_forward(self, input: Tensor, rois: Tensor, output: Tensor, argmax_y: Tensor,
                           argmax_x: Tensor, aligned_height: int, aligned_width: int,

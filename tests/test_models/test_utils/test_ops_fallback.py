@@ -2,6 +2,7 @@
 """The torchvision fallback of mmcv's ops equals mmcv's CPU kernels (forced onto the CPU), and on
 CUDA (tests marked ``gpu``) mmcv's CUDA kernels or the fallback equal them too."""
 import contextlib
+import importlib
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from mmdet.models.losses.focal_loss import py_sigmoid_focal_loss
 from mmdet.structures.mask import BitmapMasks
 
 from mmclim.models.utils import box_pool, torchvision_ops
+from mmclim.models.utils.ops_fallback import probe_kernels
 
 
 def random_rois(generator: torch.Generator, num: int, batch: int, height: int, width: int,
@@ -37,7 +39,8 @@ def roi_align_with_grad(features: torch.Tensor, rois: torch.Tensor, *args):
     """RoIAlign's output and the gradient of a fixed weighting of it w.r.t. the features."""
     features = features.clone().requires_grad_(True)
     out = roi_align(features, rois, *args)
-    (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+    weights = torch.linspace(-1, 1, out.numel(), device=out.device).view_as(out)
+    (out * weights).sum().backward()
     return out.detach(), features.grad
 
 
@@ -242,3 +245,27 @@ def test_bfloat16_roi_align_on_cuda_pools_in_float32():
                          'avg', True)
     assert got.dtype == torch.bfloat16
     torch.testing.assert_close(got.float().cpu(), expected, rtol=1e-2, atol=1e-2)
+
+
+class _ExtWithoutKernels:
+    """An ``mmcv._ext`` whose NMS raises as mmcv's device registry does for a missing kernel."""
+
+    @staticmethod
+    def nms(boxes, scores, iou_threshold, offset):
+        raise RuntimeError(f'nms_impl: implementation for device {boxes.device} not found.')
+
+
+class _ExtBroken:
+
+    @staticmethod
+    def nms(boxes, scores, iou_threshold, offset):
+        raise RuntimeError('CUDA error: an illegal memory access was encountered')
+
+
+def test_probe_kernels_reads_mmcvs_missing_kernel_error():
+    assert probe_kernels(importlib.import_module('mmcv._ext'), 'cpu')
+    assert not probe_kernels(_ExtWithoutKernels(), 'cpu')
+    with pytest.raises(RuntimeError, match='illegal memory access'):  # not a missing kernel
+        probe_kernels(_ExtBroken(), 'cpu')
+    if not torch.cuda.is_available():
+        assert not probe_kernels(_ExtBroken(), 'cuda')  # nothing to run there
