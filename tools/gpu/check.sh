@@ -171,7 +171,10 @@ stage_test() {
     load_env
     local tests=(tests/test_models/test_utils/test_ops_fallback.py)
     if [[ $DRY_RUN == 1 ]]; then
-        step test_collect "$PY" -m pytest -q --collect-only -m gpu tests
+        local gpu_files
+        mapfile -t gpu_files < <(grep -rl --include='test_*.py' 'pytest.mark.gpu' tests | sort)
+        step test_collect "$PY" -m pytest -q -p no:cacheprovider --collect-only -m gpu \
+            "${gpu_files[@]}"
         return
     fi
     step test_gpu "$PY" -m pytest -q -rs -p no:cacheprovider -m gpu tests --junitxml "$OUT/junit_gpu.xml"
