@@ -3,15 +3,16 @@ from .caption_dataset import CaptionDataset
 from .cc3m_caption import CC3MCaptionDataset
 from .coco_caption_pair import CocoCaptionPairDataset
 from .ov_splits import OV_COCO_BASE_CLASSES, OV_COCO_CLASSES, OV_COCO_NOVEL_CLASSES
+from .samplers import ExactMultiSourceSampler
 from .toy_shapes import (TOY_NOVEL_CLASSES, TOY_UNSEEN_PROMPT_TEMPLATES, class_names,
                          generate_shape_captions, generate_shape_scenes, write_base_only)
-from .transforms import (CachedMosaicPseudoRegion, LoadPanopticRegions, MosaicPseudoRegion,
-                         RandomResizedCrop)
+from .transforms import (CachedMosaicPseudoRegion, CaptionPseudoBox, LoadPanopticRegions,
+                         MosaicPseudoRegion, RandomResizedCrop)
 
 __all__ = [
-    'CaptionDataset', 'CC3MCaptionDataset', 'CocoCaptionPairDataset', 'class_names',
-    'generate_shape_captions', 'generate_shape_scenes', 'MosaicPseudoRegion',
-    'CachedMosaicPseudoRegion', 'LoadPanopticRegions', 'OV_COCO_BASE_CLASSES', 'OV_COCO_CLASSES',
-    'OV_COCO_NOVEL_CLASSES', 'RandomResizedCrop', 'TOY_NOVEL_CLASSES',
-    'TOY_UNSEEN_PROMPT_TEMPLATES', 'write_base_only'
+    'CaptionDataset', 'CaptionPseudoBox', 'CC3MCaptionDataset', 'CocoCaptionPairDataset',
+    'class_names', 'ExactMultiSourceSampler', 'generate_shape_captions', 'generate_shape_scenes',
+    'MosaicPseudoRegion', 'CachedMosaicPseudoRegion', 'LoadPanopticRegions',
+    'OV_COCO_BASE_CLASSES', 'OV_COCO_CLASSES', 'OV_COCO_NOVEL_CLASSES', 'RandomResizedCrop',
+    'TOY_NOVEL_CLASSES', 'TOY_UNSEEN_PROMPT_TEMPLATES', 'write_base_only'
 ]

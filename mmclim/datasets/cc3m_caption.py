@@ -3,15 +3,16 @@ from typing import List
 
 from mmdet.registry import DATASETS
 
-from .caption_dataset import CaptionDataset
+from .caption_dataset import OPTIONAL_IMAGE_FIELDS, CaptionDataset
 
 
 @DATASETS.register_module()
 class CC3MCaptionDataset(CaptionDataset):
     """A CC3M-style caption json: ``{"images": [{"id", "file_name", "captions": [...]}]}``.
 
-    ``captions`` may also be a single string. See :class:`CaptionDataset` for the bad-entry
-    handling.
+    ``captions`` may also be a single string. Detic's ``train_image_info_tags.json`` adds
+    ``pos_category_ids`` to the images and a ``categories`` list: read them as ``tags`` with
+    ``with_tags=True``. See :class:`CaptionDataset` for the tags and the bad-entry handling.
 
     Example:
         >>> dataset = CC3MCaptionDataset(
@@ -31,5 +32,5 @@ class CC3MCaptionDataset(CaptionDataset):
             captions = img.get('captions', [])
             entries.append(dict(img_id=img['id'], file_name=img['file_name'],
                                 captions=[captions] if isinstance(captions, str) else captions,
-                                **{k: img[k] for k in ('height', 'width') if k in img}))
+                                **{k: img[k] for k in OPTIONAL_IMAGE_FIELDS if k in img}))
         return entries

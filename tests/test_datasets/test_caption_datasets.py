@@ -110,3 +110,90 @@ def test_generated_toy_captions_load(tmp_path: Path) -> None:
     for i in range(6):
         captions = dataset.get_data_info(i)['captions']
         assert len(captions) == 2 and all(len(c.split()) >= 2 for c in captions)
+
+
+# Detic-style tagged captions: category ids out of name order and not contiguous.
+TAG_CATEGORIES = [dict(id=7, name='dog'), dict(id=3, name='cat'), dict(id=12, name='bird')]
+TAG_CLASSES = ('bird', 'cat', 'dog', 'horse')  # labels: bird 0, cat 1, dog 2, horse 3
+
+
+def _tagged_images(tmp_path: Path) -> list:
+    _write_images(tmp_path, ['1.png', '2.png', '3.png'])
+    return [
+        dict(id=1, file_name='1.png', captions=['a dog and a cat', 'two dogs'],
+             pos_category_ids=[7, 3, 7]),  # dog twice: one tag
+        dict(id=2, file_name='2.png', captions=['a lawn'], pos_category_ids=[]),
+        dict(id=3, file_name='3.png', captions=['a bird'], pos_category_ids=[12]),
+    ]
+
+
+def test_tags_are_labels_of_the_classes(tmp_path: Path) -> None:
+    ann_file = tmp_path / 'tags.json'
+    ann_file.write_text(json.dumps(dict(images=_tagged_images(tmp_path),
+                                        categories=TAG_CATEGORIES)))
+    dataset = CC3MCaptionDataset(ann_file=str(ann_file), data_prefix=dict(img=str(tmp_path)),
+                                 with_tags=True, metainfo=dict(classes=TAG_CLASSES))
+    # dog -> 2, cat -> 1 (sorted, once); bird -> 0; no tag -> [].
+    assert [dataset.get_data_info(i)['tags'] for i in range(3)] == [[1, 2], [], [0]]
+    assert dataset.cat2label == {7: 2, 3: 1, 12: 0}
+    plain = CC3MCaptionDataset(ann_file=str(ann_file), data_prefix=dict(img=str(tmp_path)))
+    assert 'tags' not in plain.get_data_info(0)
+
+
+def test_coco_captions_inline_with_tags(tmp_path: Path) -> None:
+    """Detic's captions_train2017_tags_allcaps.json: captions on the images, no annotations."""
+    images = _tagged_images(tmp_path)
+    for img in images:
+        img.update(height=8, width=8)
+    ann_file = tmp_path / 'allcaps.json'
+    ann_file.write_text(json.dumps(dict(images=images, annotations=[],
+                                        categories=TAG_CATEGORIES)))
+    dataset = CocoCaptionPairDataset(ann_file=str(ann_file), data_prefix=dict(img=str(tmp_path)),
+                                     with_tags=True, metainfo=dict(classes=TAG_CLASSES))
+    first = dataset.get_data_info(0)
+    assert first['captions'] == ['a dog and a cat', 'two dogs'] and first['tags'] == [1, 2]
+    assert first['height'] == 8 and dataset.get_data_info(2)['tags'] == [0]
+    # Inline and annotation captions together; no "annotations" key at all also works.
+    images[1]['captions'] = 'a lawn'
+    annotations = [dict(id=1, image_id=2, caption='grass'),
+                   dict(id=2, image_id=2, caption='a lawn')]
+    ann_file.write_text(json.dumps(dict(images=images, annotations=annotations)))
+    dataset = CocoCaptionPairDataset(ann_file=str(ann_file), data_prefix=dict(img=str(tmp_path)))
+    assert dataset.get_data_info(1)['captions'] == ['a lawn', 'grass']  # the repeat dropped
+    ann_file.write_text(json.dumps(dict(images=images)))
+    dataset = CocoCaptionPairDataset(ann_file=str(ann_file), data_prefix=dict(img=str(tmp_path)))
+    assert [dataset.get_data_info(i)['img_id'] for i in range(3)] == [1, 2, 3]
+
+
+def test_tags_of_categories_outside_the_classes_are_dropped(tmp_path: Path) -> None:
+    # Detic's COCO tag file names all 80 classes; OV-COCO trains 65: the others' tags go.
+    ann_file = tmp_path / 'tags.json'
+    ann_file.write_text(json.dumps(dict(images=_tagged_images(tmp_path),
+                                        categories=TAG_CATEGORIES)))
+    dataset = CC3MCaptionDataset(ann_file=str(ann_file), data_prefix=dict(img=str(tmp_path)),
+                                 with_tags=True, metainfo=dict(classes=('cat', 'dog')))
+    assert [dataset.get_data_info(i)['tags'] for i in range(3)] == [[0, 1], [], []]
+    assert dataset.categories_outside_classes == {12: 'bird'}
+
+
+def test_tag_errors_name_the_file(tmp_path: Path) -> None:
+    images = _tagged_images(tmp_path)
+    ann_file = tmp_path / 'tags.json'
+
+    def build(data: dict, classes=TAG_CLASSES) -> CC3MCaptionDataset:
+        ann_file.write_text(json.dumps(data))
+        return CC3MCaptionDataset(ann_file=str(ann_file), data_prefix=dict(img=str(tmp_path)),
+                                  with_tags=True, metainfo=dict(classes=classes))
+
+    with pytest.raises(KeyError, match=r'needs a "categories" list .*tags\.json'):
+        build(dict(images=images))
+    with pytest.raises(ValueError, match=r'no category of .*tags\.json is one of the 1 '):
+        build(dict(images=images, categories=TAG_CATEGORIES), classes=('horse', ))
+    with pytest.raises(ValueError, match=r'metainfo=dict\(classes=...\)'):
+        build(dict(images=images, categories=TAG_CATEGORIES), classes=())
+    unknown = [dict(images[0], pos_category_ids=[7, 99])]
+    with pytest.raises(ValueError, match=r'image 1 of .*tags\.json has "pos_category_ids" \[99\]'):
+        build(dict(images=unknown, categories=TAG_CATEGORIES))
+    untagged = [{k: v for k, v in img.items() if k != 'pos_category_ids'} for img in images]
+    with pytest.raises(KeyError, match=r'no image of .*tags\.json has "pos_category_ids"'):
+        build(dict(images=untagged, categories=TAG_CATEGORIES))

@@ -193,3 +193,91 @@ def test_cached_variant_bounds_its_memory(photo: np.ndarray) -> None:
         assert out['image_ids'][0] == index  # the current image is cell 0
         assert len(set(out['image_ids'])) == len(out['image_ids'])
     assert 'max_cached_images=12' in repr(transform)
+
+
+# The official Detic + CLIM mosaic, at 40-px cells: keep-ratio images, no crop, pad 114, each
+# pseudo box the pasted image's extent.
+DETIC_MOSAIC = dict(keep_ratio=True, crop_scale=(1.0, 1.0), pseudo_box='image', pad_val=114)
+
+
+def flat_sources(shapes: List[tuple]) -> List[dict]:
+    """Images of the given (height, width), image i filled with the value 10 * (i + 1)."""
+    return [dict(img=np.full((h, w, 3), 10 * (i + 1), np.uint8), img_id=i, img_path=f'{i}.jpg',
+                 captions=[f'caption {i}'], tags=[i, 10 + i]) for i, (h, w) in enumerate(shapes)]
+
+
+def test_detic_mosaic_boxes_are_the_pasted_images() -> None:
+    # (height, width) of the four images of a 2x2 grid of 40-px cells (an 80 x 80 canvas).
+    sources = flat_sources([(20, 40), (40, 20), (30, 30), (60, 80)])
+    transform = MosaicPseudoRegion(grid_choices=[2], cell_size=40, **DETIC_MOSAIC)
+    out = transform(mix(sources))
+    assert out['img'].shape == (80, 80, 3) and out['img_shape'] == (80, 80)
+    # Worked by hand: scale = min(40 / h, 40 / w), then centred in the cell.
+    # 0: 20x40, scale 1 -> 20x40, 10 px above and below, in cell (0, 0)
+    # 1: 40x20, scale 1 -> 40x20, 10 px left and right, in cell (40, 0)
+    # 2: 30x30, scale 4/3 -> 40x40, the whole cell (0, 40)
+    # 3: 60x80, scale 1/2 -> 30x40, 5 px above and below, in cell (40, 40)
+    expected = [[0, 10, 40, 30], [50, 0, 70, 40], [0, 40, 40, 80], [40, 45, 80, 75]]
+    assert out['gt_bboxes'].tensor.tolist() == expected
+    padding = np.ones((80, 80), bool)
+    for i, (x1, y1, x2, y2) in enumerate(expected):
+        assert (out['img'][y1:y2, x1:x2] == 10 * (i + 1)).all()
+        padding[y1:y2, x1:x2] = False
+    assert (out['img'][padding] == 114).all()
+    assert out['region_tags'] == [[0, 10], [1, 11], [2, 12], [3, 13]]
+    assert 'tags' not in out and out['image_ids'] == [0, 1, 2, 3]
+    # The default pseudo box is the whole cell; without keep_ratio 'image' is the cell too.
+    cells = [[0, 0, 40, 40], [40, 0, 80, 40], [0, 40, 40, 80], [40, 40, 80, 80]]
+    cell_boxes = MosaicPseudoRegion(grid_choices=[2], cell_size=40, keep_ratio=True,
+                                    crop_scale=(1.0, 1.0))(mix(sources))['gt_bboxes']
+    assert cell_boxes.tensor.tolist() == cells
+    filled = MosaicPseudoRegion(grid_choices=[2], cell_size=40, crop_scale=(1.0, 1.0),
+                                pseudo_box='image')(mix(sources))['gt_bboxes']
+    assert filled.tensor.tolist() == cells
+
+
+def test_cell_size_canvas_grows_with_the_grid() -> None:
+    transform = MosaicPseudoRegion(grid_choices=[(2, 2), (3, 3), (2, 3)], cell_size=40)
+    assert transform.canvas_of((2, 2)) == (80, 80) and transform.canvas_of((3, 3)) == (120, 120)
+    assert transform.canvas_of((2, 3)) == (80, 120)
+    out = transform(mix(flat_sources([(50, 50)] * 6)))
+    assert out['img'].shape == (80, 120, 3) and out['mosaic_grid'] == (2, 3)
+    assert out['gt_bboxes'].tensor.tolist()[5] == [80, 40, 120, 80]
+    assert 'cell_size=40' in repr(transform) and "pseudo_box='cell'" in repr(transform)
+    # A fixed canvas stays the default.
+    assert MosaicPseudoRegion(grid_choices=[2]).canvas_of((2, 2)) == (1024, 1024)
+
+
+def test_cached_detic_mosaic_then_resize_keeps_tags() -> None:
+    init_default_scope('mmdet')
+    pipeline = Compose([
+        dict(type='CachedMosaicPseudoRegion', grid_choices=[2, 3], cell_size=40,
+             max_cached_images=10, **DETIC_MOSAIC),
+        dict(type='Resize', scale=(60, 60), keep_ratio=True),  # 80 or 120 -> 60
+    ])
+    mosaic = pipeline.transforms[0]
+    assert mosaic.max_cached_area == 40 * 40  # one cell, crop scale 1
+    sources = flat_sources([(30 + i, 60 - i) for i in range(20)])
+    grids = set()
+    for source in sources:
+        out = pipeline(dict(source, img=source['img'].copy()))
+        assert out['img'].shape == (60, 60, 3)
+        grids.add(out['mosaic_grid'])
+        # each region's tags are its image's tags, [i, 10 + i] for image i
+        assert out['region_tags'] == [[i, 10 + i] for i in out['image_ids']]
+        assert len(out['region_tags']) == len(out['gt_bboxes']) == len(out['region_captions'])
+    assert grids == {(1, 1), (2, 2), (3, 3)}
+    assert all('tags' in entry for entry in mosaic.cache)
+
+
+def test_detic_options_have_clear_errors() -> None:
+    with pytest.raises(ValueError, match='canvas_size .* or cell_size .*not both'):
+        MosaicPseudoRegion(canvas_size=800, cell_size=400)
+    with pytest.raises(ValueError, match='cell_size must be a positive int'):
+        MosaicPseudoRegion(cell_size=0)
+    with pytest.raises(ValueError, match=r"pseudo_box must be one of \('cell', 'image'\)"):
+        MosaicPseudoRegion(pseudo_box='pasted')
+    sources = flat_sources([(40, 40)] * 4)
+    del sources[2]['tags']
+    with pytest.raises(ValueError, match=r'image 2\.jpg has no "tags" but other images'):
+        MosaicPseudoRegion(grid_choices=[2], cell_size=40)(mix(sources))
