@@ -188,21 +188,29 @@ class CLIMCaptionLoss(nn.Module):
         normalize (bool): L2-normalise the features first. Defaults to True.
         gather (bool): Under torch.distributed, take negatives from all ranks. Defaults to True.
         loss_weight (float): Weight of the loss. Defaults to 1.0.
+        logit_scale (float, optional): A fixed multiplier of the similarities, used when
+            ``forward`` is given none (a detector's caption branch has no CLIP logit scale to
+            pass). Defaults to None (``forward`` must be given one).
     """
 
     def __init__(self,
                  normalize: bool = True,
                  gather: bool = True,
-                 loss_weight: float = 1.0) -> None:
+                 loss_weight: float = 1.0,
+                 logit_scale: Optional[float] = None) -> None:
         super().__init__()
+        if logit_scale is not None and not logit_scale > 0:
+            raise ValueError(f'{type(self).__name__}.logit_scale: expected a positive number or '
+                             f'None, got {logit_scale!r}')
         self.normalize = normalize
         self.gather = gather
         self.loss_weight = loss_weight
+        self.logit_scale = logit_scale
 
     def forward(self,
                 region_feats: Tensor,
                 text_feats: Tensor,
-                logit_scale: Union[Tensor, float],
+                logit_scale: Union[Tensor, float, None] = None,
                 caption_ids: Optional[Tensor] = None) -> Tensor:
         """Compute the weighted loss.
 
@@ -210,14 +218,20 @@ class CLIMCaptionLoss(nn.Module):
             region_feats (Tensor): Region features, shape (N, D).
             text_feats (Tensor): Text embeddings paired row by row with ``region_feats``,
                 shape (N, D).
-            logit_scale (Tensor | float): Multiplier of the similarities, already exponentiated
-                (CLIP's ``logit_scale.exp()``), a positive number or a one-element tensor.
+            logit_scale (Tensor | float, optional): Multiplier of the similarities, already
+                exponentiated (CLIP's ``logit_scale.exp()``), a positive number or a one-element
+                tensor. Defaults to None (the module's ``logit_scale``).
             caption_ids (Tensor, optional): Int64 caption id per row, shape (N,); rows with
                 equal ids are not negatives of each other. Defaults to None.
 
         Returns:
             Tensor: Scalar loss multiplied by ``loss_weight``.
         """
+        if logit_scale is None:
+            if self.logit_scale is None:
+                raise ValueError(f'{type(self).__name__}: no logit_scale given, and the module '
+                                 'has none (set logit_scale in its config)')
+            logit_scale = self.logit_scale
         return self.loss_weight * contrastive_caption_loss(
             region_feats,
             text_feats,
@@ -228,4 +242,5 @@ class CLIMCaptionLoss(nn.Module):
 
     def extra_repr(self) -> str:
         """Fields shown by ``repr``."""
-        return f'normalize={self.normalize}, gather={self.gather}, loss_weight={self.loss_weight}'
+        return (f'normalize={self.normalize}, gather={self.gather}, '
+                f'loss_weight={self.loss_weight}, logit_scale={self.logit_scale}')

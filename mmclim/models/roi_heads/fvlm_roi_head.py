@@ -11,16 +11,10 @@ from mmdet.utils import ConfigType, InstanceList
 from mmengine.structures import InstanceData
 from torch import Tensor
 
+from mmclim.models.utils.box_pool import float32_maps
 from .fvlm_bbox_head import FVLMBBoxHead
 from .fvlm_scores import cosine_logits, fvlm_fuse_scores
 from .text_embedding_classifier import TextEmbeddingClassifier
-
-
-def _float_maps(x: Tuple[Tensor]) -> Tuple[Tensor]:
-    """The neck maps in float32 for RoIAlign: mmdet's RoI extractors cast the boxes to the maps'
-    dtype, and bfloat16 (under ``--amp``) would move a coordinate near 1000 pixels by up to 4."""
-    return tuple(level.float() if level.dtype in (torch.bfloat16, torch.float16) else level
-                 for level in x)
 
 
 @MODELS.register_module()
@@ -98,12 +92,12 @@ class FVLMRoIHead(StandardRoIHead):
         return super().loss(x, rpn_results_list, batch_data_samples)
 
     def _bbox_forward(self, x: Tuple[Tensor], rois: Tensor) -> dict:
-        """``StandardRoIHead._bbox_forward`` with the maps in float32 (:func:`_float_maps`)."""
-        return super()._bbox_forward(_float_maps(x), rois)
+        """``StandardRoIHead._bbox_forward`` with the maps in float32 (``float32_maps``)."""
+        return super()._bbox_forward(float32_maps(x), rois)
 
     def _mask_forward(self, x: Tuple[Tensor], *args, **kwargs) -> dict:
-        """``StandardRoIHead._mask_forward`` with the maps in float32 (:func:`_float_maps`)."""
-        return super()._mask_forward(_float_maps(x), *args, **kwargs)
+        """``StandardRoIHead._mask_forward`` with the maps in float32 (``float32_maps``)."""
+        return super()._mask_forward(float32_maps(x), *args, **kwargs)
 
     def vlm_scores(self, vlm_embeddings: Tensor) -> Tensor:
         """The VLM's probabilities of the classes and background.

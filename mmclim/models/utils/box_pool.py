@@ -9,7 +9,7 @@ and adaptive sampling (``ceil(box size / bin size)`` points per bin and axis). I
 at least, also under bfloat16 autocast: boxes cast to bfloat16 (8 significant bits) would move a
 coordinate near 1000 pixels by up to 4 pixels.
 """
-from typing import List, Union
+from typing import List, Sequence, Tuple, Union
 
 import torch
 from mmcv.ops import roi_align
@@ -20,6 +20,20 @@ from torch import Tensor
 ADAPTIVE_SAMPLING = 0
 POOL_MODE = 'avg'
 ALIGNED = True
+
+
+def float32_maps(maps: Sequence[Tensor]) -> Tuple[Tensor, ...]:
+    """Feature maps in float32 for mmdet's RoI extractors, which cast the boxes to the maps'
+    dtype: under bfloat16 autocast a coordinate near 1000 pixels would move by up to 4.
+
+    Args:
+        maps (Sequence[Tensor]): Maps of shape (B, C, H_l, W_l) in any dtype.
+
+    Returns:
+        tuple[Tensor, ...]: The half-precision maps cast to float32, the others as they are.
+    """
+    return tuple(level.float() if level.dtype in (torch.bfloat16, torch.float16) else level
+                 for level in maps)
 
 
 def boxes_to_rois(boxes: Union[List[Tensor], Tensor]) -> Tensor:
