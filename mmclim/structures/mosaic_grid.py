@@ -7,7 +7,7 @@ the size is not a multiple of the grid. Cells are numbered row-major. Both the p
 (:class:`mmclim.datasets.transforms.MosaicPseudoRegion`) and the tensor batch path
 (:func:`mmclim.models.utils.batch_mosaic`) take their cells from here.
 """
-from typing import Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -108,3 +108,39 @@ def normalize_boxes(boxes: np.ndarray, canvas_size: Tuple[int, int]) -> np.ndarr
     """
     height, width = canvas_size
     return (boxes / np.array([width, height, width, height])).astype(np.float32)
+
+
+def sample_cell_groups(grid: Grid, num_groups: int,
+                       rng: Optional[np.random.Generator] = None) -> List[List[int]]:
+    """Draw distinct rectangles of two or more cells of a grid, as the official Detic + CLIM
+    caption loss composes extra pseudo regions from a mosaic (``DeticCaptionWithComposition.
+    _sample_pseudo_regions``: 4 per mosaic on OV-COCO, 2 on OV-LVIS; the paper does not
+    describe them).
+
+    Each draw takes two rows and two columns with replacement, sorted, so a rectangle's
+    probability is that of the official sampler; single cells and repeats are drawn again.
+
+    Args:
+        grid (tuple[int, int]): ``(rows, cols)``.
+        num_groups (int): Rectangles to draw; at most the number of multi-cell rectangles
+            of the grid.
+        rng (np.random.Generator, optional): Random source. Defaults to None (numpy's global
+            one, seeded by the runner).
+
+    Returns:
+        List[List[int]]: ``num_groups`` lists of row-major cell indices.
+    """
+    rows, cols = grid
+    available = (rows * (rows + 1) // 2) * (cols * (cols + 1) // 2) - rows * cols
+    if not 0 <= num_groups <= available:
+        raise ValueError(f'num_groups: a {rows}x{cols} grid has {available} rectangles of two or '
+                         f'more cells, asked for {num_groups}')
+    integers = np.random.randint if rng is None else rng.integers
+    groups: List[List[int]] = []
+    while len(groups) < num_groups:
+        r0, r1 = sorted(int(v) for v in integers(0, rows, size=2))
+        c0, c1 = sorted(int(v) for v in integers(0, cols, size=2))
+        group = [r * cols + c for r in range(r0, r1 + 1) for c in range(c0, c1 + 1)]
+        if len(group) > 1 and group not in groups:
+            groups.append(group)
+    return groups

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from mmclim.structures import grid_cells, grid_edges, normalize_boxes, to_grid, to_grid_choices
+from mmclim.structures import (grid_cells, grid_edges, normalize_boxes, sample_cell_groups, to_grid,
+                               to_grid_choices)
 
 
 @pytest.mark.parametrize('grid,canvas', [((2, 2), (1024, 1024)), ((3, 3), (1000, 1000)),
@@ -42,3 +43,19 @@ def test_grid_parsing_and_errors() -> None:
         to_grid_choices([])
     with pytest.raises(ValueError, match='cannot divide a side of 3 pixels into 4 cells'):
         grid_edges(3, 4)
+
+
+def test_cell_groups_are_distinct_rectangles_of_two_or_more_cells() -> None:
+    # A 2x2 grid has 5 rectangles of two or more cells: 2 rows, 2 columns and the whole grid.
+    rectangles = {(0, 1), (2, 3), (0, 2), (1, 3), (0, 1, 2, 3)}
+    groups = sample_cell_groups((2, 2), 5, np.random.default_rng(0))
+    assert {tuple(group) for group in groups} == rectangles and len(groups) == 5
+    for group in sample_cell_groups((3, 4), 6, np.random.default_rng(1)):
+        rows = sorted({cell // 4 for cell in group})
+        cols = sorted({cell % 4 for cell in group})
+        # Row-major cells of the full rectangle spanned by the rows and columns it touches.
+        assert group == [r * 4 + c for r in range(rows[0], rows[-1] + 1)
+                         for c in range(cols[0], cols[-1] + 1)]
+        assert len(group) >= 2
+    with pytest.raises(ValueError, match='a 2x2 grid has 5 rectangles'):
+        sample_cell_groups((2, 2), 6)

@@ -6,6 +6,8 @@ template holds one ``{}`` for the class name and may hold ``{article}``, the nam
 article.
 
 - ``'single'``: ``'a photo of a {}.'``.
+- ``'detic'``: ``'a {}'``, the one prompt of Detic's class embeddings (``lvis_v1_clip_a+cname``:
+  "a" followed by the class name).
 - ``'ensemble'``: the prompt ensembling of CLIP (Radford et al. 2021, Sec. 3.1.4): generic photo
   and scene descriptions, written for this project, whose text embeddings are averaged per
   class. They use the article "a" whatever the name's first letter, as CLIP's own templates do.
@@ -33,6 +35,7 @@ THIS_IS_PREFIX = 'This is '
 THIS_IS_STARTS = ('a', 'the')
 
 SINGLE_TEMPLATES = ('a photo of a {}.', )
+DETIC_TEMPLATES = ('a {}', )
 
 ENSEMBLE_TEMPLATES = (
     'a photo of a {}.',
@@ -207,6 +210,7 @@ class PromptSet:
 
 PROMPT_SETS: Dict[str, PromptSet] = dict(
     single=PromptSet(SINGLE_TEMPLATES),
+    detic=PromptSet(DETIC_TEMPLATES),
     ensemble=PromptSet(ENSEMBLE_TEMPLATES),
     vild=PromptSet(VILD_TEMPLATES, name_rule=vild_class_name, this_is_prefix=True),
     # The toy data's zero-shot vocabulary in a wording its captions never use (tools/demo.sh).
@@ -221,7 +225,7 @@ def get_prompt_set(name: str) -> PromptSet:
     """A named set of :data:`PROMPT_SETS`: its templates and name rules.
 
     Args:
-        name (str): ``'single'``, ``'ensemble'``, ``'vild'`` or ``'toy-unseen'``.
+        name (str): ``'single'``, ``'detic'``, ``'ensemble'``, ``'vild'`` or ``'toy-unseen'``.
 
     Returns:
         PromptSet: The set.
