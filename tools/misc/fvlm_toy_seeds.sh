@@ -62,29 +62,4 @@ for clip in "${CLIPS[@]}"; do
 done
 echo "=== all runs in $(((SECONDS - START) / 60))m$(((SECONDS - START) % 60))s"
 
-"$PY" - "$WORK_DIR" "${CLIPS[@]}" <<'EOF'
-"""Mean, sample standard deviation and range of AP50 over the seeds of each CLIP."""
-import json
-import statistics
-import sys
-from pathlib import Path
-
-work_dir, clips = Path(sys.argv[1]), sys.argv[2:]
-splits = ('base', 'novel', 'all')
-print(f'{"frozen CLIP":<12} {"seeds":>5} ' + ' '.join(f'{"AP50 " + s:>26}' for s in splits))
-for clip in clips:
-    runs = sorted((work_dir / clip).glob('seed*/test/*/*.json'))
-    if not runs:
-        continue
-    metrics = [json.loads(run.read_text()) for run in runs]
-    cells = []
-    for split in splits:
-        values = [100 * m[f'coco/bbox_AP50_{split}'] for m in metrics]
-        spread = statistics.stdev(values) if len(values) > 1 else 0.0
-        cells.append(f'{statistics.mean(values):5.1f} +- {spread:4.1f} '
-                     f'[{min(values):4.1f}, {max(values):4.1f}]')
-    print(f'{clip:<12} {len(runs):>5} ' + ' '.join(f'{cell:>26}' for cell in cells))
-    for run, m in zip(runs, metrics):
-        print(f'  {run.parts[-4]}: ' + ' '.join(f'{100 * m[f"coco/bbox_AP50_{s}"]:.1f}'
-                                                 for s in splits))
-EOF
+"$PY" tools/misc/ap50_seed_table.py "$WORK_DIR" "${CLIPS[@]}" --title "frozen CLIP"

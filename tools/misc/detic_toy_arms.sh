@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The toy Detic + CLIM experiment (configs/detic/toy/), on CPU: one stage-1 detector trained from
+# scratch on the base-class boxes of the toy shapes, then four arms continued from it for the
+# same iterations, each over several seeds:
+#   det-only          detection only
+#   caption           + Detic's caption loss on single caption images (4 boxed + 8 captioned)
+#   caption-matched   + captions on as many single images as the CLIM arm consumes (4 + 43)
+#   clim              + CLIM: 4 single images and 4 random 2x2/3x3/4x4 mosaics (4 + 4 + 4)
+# Each run is evaluated on the 100 validation scenes with tools/test.py (box AP50 of the 12 base
+# and 4 novel classes, OVCocoSplitMetric); the script ends with the table of mean, sample
+# standard deviation and range over the seeds.
+#
+# Needs `make demo` first: data/toy_shapes, and in DEMO_DIR the class embeddings and the
+# baseline toy CLIP, whose frozen text tower embeds the captions. A run whose metrics are already
+# in WORK_DIR is skipped (rerun the script to finish an interrupted sweep).
+# Usage: tools/misc/detic_toy_arms.sh [WORK_DIR] [SEED ...]   (default: work_dirs/detic_toy 0 1 2)
+# Environment: PYTHON (interpreter), DEMO_DIR (default work_dirs/demo), ARMS (default all four).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+WORK_DIR=${1:-work_dirs/detic_toy}
+if [[ $# -gt 1 ]]; then SEEDS=("${@:2}"); else SEEDS=(0 1 2); fi
+PY=${PYTHON:-python}
+DEMO_DIR=${DEMO_DIR:-work_dirs/demo}
+ARMS=(${ARMS:-det-only caption caption-matched clim})
+CONFIGS=configs/detic/toy
+cd "$ROOT"
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+declare -A CONFIG=(
+    [det-only]=$CONFIGS/detic_r18-fpn_toy-shapes-det-only.py
+    [caption]=$CONFIGS/detic_r18-fpn_toy-shapes-caption.py
+    [caption-matched]=$CONFIGS/detic_r18-fpn_toy-shapes-caption-matched.py
+    [clim]=$CONFIGS/detic-clim_r18-fpn_toy-shapes-caption.py
+)
+EMBEDDINGS=$DEMO_DIR/embeddings/toy_classes_seen.npy
+CLIP=$DEMO_DIR/baseline/clip_openclip.pt
+for needed in "$EMBEDDINGS" "$CLIP"; do
+    [[ -f $needed ]] || { echo "missing $needed: run make demo first" >&2; exit 1; }
+done
+MODEL=(model.roi_head.bbox_head.class_embeddings="$EMBEDDINGS")
+START=$SECONDS
+elapsed() { echo "$(((SECONDS - START) / 60))m$(((SECONDS - START) % 60))s"; }
+
+BASE=$WORK_DIR/base
+if [[ ! -f $BASE/last_checkpoint ]]; then
+    echo "=== [$(elapsed)] stage 1: the base-class detector"
+    mkdir -p "$WORK_DIR"
+    "$PY" tools/train.py $CONFIGS/faster-rcnn_r18-fpn_toy-shapes-base.py --work-dir "$BASE" \
+        --cfg-options "${MODEL[@]}" > "$BASE.log" 2>&1 || { tail -20 "$BASE.log" >&2; exit 1; }
+fi
+BASE_CHECKPOINT=$(cat "$BASE/last_checkpoint")
+
+for seed in "${SEEDS[@]}"; do
+    for arm in "${ARMS[@]}"; do
+        run=$WORK_DIR/$arm/seed$seed
+        if compgen -G "$run/test/*/*.json" > /dev/null; then
+            echo "=== $arm seed $seed: done before, $run/test"
+            continue
+        fi
+        echo "=== [$(elapsed)] $arm seed $seed"
+        mkdir -p "$WORK_DIR/$arm"
+        options=("${MODEL[@]}" randomness.seed="$seed")
+        [[ $arm == det-only ]] || options+=(model.text_encoder.pretrained="$CLIP")
+        # No validation during training: the test below evaluates the last checkpoint once.
+        "$PY" tools/train.py "${CONFIG[$arm]}" --work-dir "$run/train" --cfg-options \
+            "${options[@]}" load_from="$BASE_CHECKPOINT" train_cfg.val_interval=100000 \
+            > "$run.train.log" 2>&1 || { tail -20 "$run.train.log" >&2; exit 1; }
+        "$PY" tools/test.py "${CONFIG[$arm]}" "$(cat "$run/train/last_checkpoint")" \
+            --work-dir "$run/test" --cfg-options "${options[@]}" > "$run.test.log" 2>&1 \
+            || { tail -20 "$run.test.log" >&2; exit 1; }
+    done
+done
+echo "=== all runs in $(elapsed)"
+"$PY" tools/misc/ap50_seed_table.py "$WORK_DIR" "${ARMS[@]}" --title arm
