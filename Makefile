@@ -7,6 +7,8 @@ export PYTHON
 export MMCLIM_VENV := $(abspath $(VENV))
 
 DEMO_DIR ?= work_dirs/demo
+# pytest-xdist processes: the suite is many short tests, each mostly Python, on 2-core machines.
+PYTEST_WORKERS ?= 2
 PYTEST_ARGS ?=
 
 .PHONY: setup test demo format
@@ -17,7 +19,7 @@ setup:
 test: setup
 	$(PYTHON) -m flake8 mmclim tools tests configs
 	$(PYTHON) -m isort --check-only mmclim tools tests configs
-	$(PYTHON) -m pytest tests $(PYTEST_ARGS)
+	$(PYTHON) -m pytest tests -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 demo: setup
 	bash tools/demo.sh $(DEMO_DIR)

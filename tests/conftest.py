@@ -2,6 +2,7 @@
 import contextlib
 import io
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -38,10 +39,18 @@ def toy_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def free_port() -> int:
+    """A TCP port free now on this machine, for a torchrun rendezvous of its own (tests run in
+    parallel processes, so the tools' default port would be shared)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(('127.0.0.1', 0))
+        return probe.getsockname()[1]
+
+
 def run_tool(args: Sequence[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run a command (a tool of this repo) in ``cwd``; fail the test with its output if it fails."""
     env = dict(os.environ, PYTHONPATH=f"{REPO_ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-               PYTHON=sys.executable, OMP_NUM_THREADS='1')
+               PYTHON=sys.executable, OMP_NUM_THREADS='1', PORT=str(free_port()))
     proc = subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
     if proc.returncode != 0:

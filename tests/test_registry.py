@@ -7,11 +7,14 @@ EXPECTED = {
     'MODELS': [
         'CLIMCaptionLoss', 'OpenCLIPRegion', 'CLIMCLIP', 'CLIPViTPyramidBackbone',
         'SimplePyramidFPN', 'NormRPNHead', 'TextEmbeddingClassifier', 'FVLMBBoxHead',
-        'FVLMRoIHead', 'FVLM'
+        'FVLMRoIHead', 'FVLM', 'CLIPTextEncoder', 'DeticBBoxHead', 'DeticRoIHead',
+        'DeticCascadeRoIHead', 'CenterNetRPNHead', 'DeticDetector', 'DeticCaptionLoss',
+        'DeticTagLoss', 'DeticSigmoidClassLoss', 'MultiBranchDetDataPreprocessor'
     ],
     'DATASETS': ['CocoCaptionPairDataset', 'CC3MCaptionDataset'],
+    'DATA_SAMPLERS': ['ExactMultiSourceSampler'],
     'METRICS': ['RegionClassificationMetric', 'OVCocoSplitMetric', 'FastLVISMetric'],
-    'TRANSFORMS': ['MosaicPseudoRegion', 'CachedMosaicPseudoRegion'],
+    'TRANSFORMS': ['MosaicPseudoRegion', 'CachedMosaicPseudoRegion', 'CaptionPseudoBox'],
 }
 
 

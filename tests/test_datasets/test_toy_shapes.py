@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmclim.datasets import class_names, generate_shape_scenes
-from mmclim.datasets.toy_shapes import COLORS, SHAPES
+from mmclim.datasets import class_names, generate_shape_captions, generate_shape_scenes
+from mmclim.datasets.toy_shapes import COLORS, OBJECT_CENTRIC_FRACTION, SHAPES
 
 COLORS_NAMES = list(COLORS)
 SHAPE_NAMES = list(SHAPES)
@@ -88,3 +88,25 @@ def test_unseen_prompts_share_no_wording_with_the_captions() -> None:
         context = set(prompt.rstrip('.').split()) - {'red', 'circle'}
         # Function words aside, the words around the class name are new to the tower.
         assert not (context - {'a', 'an', 'the', 'one', 'of', 'on'}) & caption_words, prompt
+
+
+def test_object_centric_captions_fill_the_image(tmp_path: Path) -> None:
+    # The background is textured grey; the shape's colour spans between 75% and 95% of the side
+    # (a square is drawn to its box, so its extent is the box itself).
+    ann_file = generate_shape_captions(str(tmp_path), 'centric', 30, image_size=64, seed=0,
+                                       object_fraction=OBJECT_CENTRIC_FRACTION)
+    coco = json.loads(ann_file.read_text())
+    captions = {ann['image_id']: ann['caption'] for ann in coco['annotations']}
+    squares = [img for img in coco['images'] if 'square' in captions[img['id']]]
+    assert squares
+    for img in squares:
+        color = next(name for name in COLORS if name in captions[img['id']])
+        pixels = np.asarray(Image.open(tmp_path / 'centric' / img['file_name']), dtype=int)
+        close = (np.abs(pixels - np.array(COLORS[color])).max(axis=-1) <= 30)
+        # Rows and columns crossing the shape (a stray background pixel of a close colour does
+        # not make a line of them).
+        rows, cols = ((close.sum(axis=1) > 16).nonzero()[0], (close.sum(axis=0) > 16).nonzero()[0])
+        for extent in (rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1):
+            assert 0.75 * 64 - 2 <= extent <= 0.95 * 64 + 2  # PIL fills both end pixels
+    with pytest.raises(ValueError, match='object_fraction'):
+        generate_shape_captions(str(tmp_path), 'bad', 1, object_fraction=(0.5, 1.5))

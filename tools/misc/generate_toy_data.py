@@ -2,7 +2,9 @@
 """Generate the embedded toy data set (coloured shapes) used by the demo, toy configs and tests.
 
 Writes, under ``--out``: single-object images with captions (COCO Captions format,
-``annotations/captions_caption_train.json``) for CLIP/CLIM training, and multi-object scenes with
+``annotations/captions_caption_train.json``) for CLIP/CLIM training, object-centric ones
+(``captions_caption_centric.json``, the shape filling 75-95% of the side) for the toy Detic
+experiment, and multi-object scenes with
 boxes (COCO instances format, ``annotations/instances_{train,val}.json``) for detection and
 zero-shot region classification, and ``instances_train_ov_base.json`` without the boxes of the toy
 novel classes (``mmclim.datasets.TOY_NOVEL_CLASSES``) for open-vocabulary detection.
@@ -10,6 +12,7 @@ novel classes (``mmclim.datasets.TOY_NOVEL_CLASSES``) for open-vocabulary detect
 import argparse
 
 from mmclim.datasets import generate_shape_captions, generate_shape_scenes, write_base_only
+from mmclim.datasets.toy_shapes import OBJECT_CENTRIC_FRACTION, OBJECT_CENTRIC_SPLIT
 
 
 def parse_args() -> argparse.Namespace:
@@ -29,6 +32,11 @@ def main() -> None:
     ann_file = generate_shape_captions(args.out, 'caption_train', args.num_captions,
                                        args.caption_size, seed=args.seed)
     print(f'caption_train: {args.num_captions} captioned images -> {ann_file}')
+    ann_file = generate_shape_captions(args.out, OBJECT_CENTRIC_SPLIT, args.num_captions,
+                                       args.caption_size, seed=args.seed + 3,
+                                       object_fraction=OBJECT_CENTRIC_FRACTION)
+    print(f'{OBJECT_CENTRIC_SPLIT}: {args.num_captions} object-centric captioned images -> '
+          f'{ann_file}')
     for split, num, seed in (('train', args.num_train, args.seed + 1),
                              ('val', args.num_val, args.seed + 2)):
         ann_file = generate_shape_scenes(args.out, split, num, args.scene_size, seed=seed)

@@ -30,8 +30,8 @@ mosaic_dataset = dict(
     type='CocoCaptionPairDataset',
     data_root={{_base_.data_root}},
     metainfo={{_base_.metainfo}},
-    ann_file='annotations/captions_caption_train.json',
-    data_prefix=dict(img='caption_train/'),
+    ann_file='annotations/captions_caption_centric.json',
+    data_prefix=dict(img='caption_centric/'),
     pipeline=mosaic_pipeline)
 train_dataloader = dict(
     batch_size=sum(batch_split),

@@ -64,8 +64,8 @@ caption_dataset = dict(
     type='CocoCaptionPairDataset',
     data_root={{_base_.data_root}},
     metainfo={{_base_.metainfo}},
-    ann_file='annotations/captions_caption_train.json',
-    data_prefix=dict(img='caption_train/'),
+    ann_file='annotations/captions_caption_centric.json',
+    data_prefix=dict(img='caption_centric/'),
     pipeline=caption_pipeline)
 train_dataloader = dict(
     _delete_=True,

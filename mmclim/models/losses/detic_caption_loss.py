@@ -208,6 +208,43 @@ def detic_caption_loss(region_feats: Tensor, text_feats: Tensor, region_image_id
     """
     _check_inputs(region_feats, text_feats, region_image_ids, text_image_ids, logit_scale, bias,
                   neg_weight)
+    labels = (region_image_ids[:, :, None] == text_image_ids[None, None, :].to(
+        region_image_ids.device)).any(dim=1)
+    num_pos = labels.sum(dim=1, keepdim=True)
+    if (num_pos == 0).any():
+        row = int((num_pos[:, 0] == 0).nonzero()[0, 0])
+        raise ValueError(
+            f'region_image_ids: region {row} (image ids '
+            f'{region_image_ids[row].tolist()}) has no positive caption among the '
+            f'{text_image_ids.shape[0]} columns (text_image_ids); every region needs a '
+            'caption of one of its images')
+    return weighted_cosine_bce(region_feats, text_feats, labels, 1.0 / num_pos,
+                               neg_weight, logit_scale, bias)
+
+
+def weighted_cosine_bce(region_feats: Tensor, column_feats: Tensor, targets: Tensor,
+                        pos_weights: Union[Tensor, float], neg_weight: float,
+                        logit_scale: Union[Tensor, float], bias: Union[Tensor, float]) -> Tensor:
+    r"""The BCE core of Detic's caption and tag losses, on checked inputs.
+
+    Logits :math:`s_{ij} = \text{logit\_scale} \cdot \langle \hat r_i, c_j \rangle +
+    \text{bias}` (regions normalised here, columns used as given); the loss is
+    :math:`\frac{1}{N} \sum_i \sum_j w_{ij} \text{BCE}(s_{ij}, y_{ij})` with ``pos_weights`` on
+    the targets and ``neg_weight`` elsewhere.
+
+    Args:
+        region_feats (Tensor): Shape (N, D).
+        column_feats (Tensor): Shape (M, D), unit rows (captions or class embeddings).
+        targets (Tensor): Shape (N, M), 0 or 1 (bool or float).
+        pos_weights (Tensor | float): Weight of the positives, broadcast to (N, M) (e.g. (N, 1)).
+        neg_weight (float): Weight of the negatives.
+        logit_scale (Tensor | float): Multiplier of the cosine similarities.
+        bias (Tensor | float): Added to every logit.
+
+    Returns:
+        Tensor: Scalar loss, computed in float32 (float64 for float64 inputs) under any
+        autocast; 0 with a ``grad_fn`` to the inputs (and a tensor ``bias``) when N == 0.
+    """
     # Float32 under any autocast: at a logit scale of 25-50 and a bias of -20, bfloat16 logits
     # would step by 0.125 or more.
     dtype = torch.promote_types(region_feats.dtype, torch.float32)  # float64 stays float64
@@ -216,27 +253,17 @@ def detic_caption_loss(region_feats: Tensor, text_feats: Tensor, region_image_id
             logit_scale = logit_scale.to(dtype).reshape(())
         if isinstance(bias, Tensor):
             bias = bias.to(dtype).reshape(())
-        region_feats, text_feats = region_feats.to(dtype), text_feats.to(dtype)
+        region_feats, column_feats = region_feats.to(dtype), column_feats.to(dtype)
         if region_feats.shape[0] == 0:
-            zero = (region_feats.sum() + text_feats.sum()) * 0.0
+            zero = (region_feats.sum() + column_feats.sum()) * 0.0
             return zero + bias * 0.0 if isinstance(bias, Tensor) else zero
-
-        region_image_ids = region_image_ids.to(region_feats.device)
-        text_image_ids = text_image_ids.to(region_feats.device)
-        labels = (region_image_ids[:, :, None] == text_image_ids[None, None, :]).any(dim=1)
-        num_pos = labels.sum(dim=1, keepdim=True)
-        if (num_pos == 0).any():
-            row = int((num_pos[:, 0] == 0).nonzero()[0, 0])
-            raise ValueError(
-                f'region_image_ids: region {row} (image ids '
-                f'{region_image_ids[row].tolist()}) has no positive caption among the '
-                f'{text_image_ids.shape[0]} columns (text_image_ids); every region needs a '
-                'caption of one of its images')
-        logits = logit_scale * F.normalize(region_feats, dim=1) @ text_feats.t() + bias
-        neg_weights = torch.full_like(logits, neg_weight)
-        weights = torch.where(labels, 1.0 / num_pos.to(dtype), neg_weights)
-        loss = F.binary_cross_entropy_with_logits(
-            logits, labels.to(dtype), weight=weights, reduction='none')
+        targets = targets.to(device=region_feats.device, dtype=dtype)
+        if isinstance(pos_weights, Tensor):
+            pos_weights = pos_weights.to(device=region_feats.device, dtype=dtype)
+        logits = logit_scale * F.normalize(region_feats, dim=1) @ column_feats.t() + bias
+        weights = targets * pos_weights + neg_weight * (1.0 - targets)
+        loss = F.binary_cross_entropy_with_logits(logits, targets, weight=weights,
+                                                  reduction='none')
         return loss.sum(dim=1).mean()
 
 

@@ -11,11 +11,11 @@ from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from mmdet.registry import MODELS
 from torch import Tensor
 
-from .detic_caption_loss import check_loss_settings, check_neg_weight, check_scalar, make_logit_bias
+from .detic_caption_loss import (check_loss_settings, check_neg_weight, check_scalar,
+                                 make_logit_bias, weighted_cosine_bce)
 
 # OV-COCO settings of the official port: ovdet/configs/detic/ov_coco/
 # detic_w_tags_clim_faster_rcnn_r50_caffe_c4_45k.py L72-78 (``detic_tags``).
@@ -101,22 +101,8 @@ def detic_tag_loss(region_feats: Tensor, class_embeds: Tensor, tag_targets: Tens
         a ``grad_fn`` connected to them.
     """
     _check_inputs(region_feats, class_embeds, tag_targets, logit_scale, bias, neg_weight)
-    dtype = torch.promote_types(region_feats.dtype, torch.float32)  # float64 stays float64
-    with torch.autocast(region_feats.device.type, enabled=False):
-        if isinstance(logit_scale, Tensor):
-            logit_scale = logit_scale.to(dtype).reshape(())
-        if isinstance(bias, Tensor):
-            bias = bias.to(dtype).reshape(())
-        region_feats, class_embeds = region_feats.to(dtype), class_embeds.to(dtype)
-        if region_feats.shape[0] == 0:
-            zero = (region_feats.sum() + class_embeds.sum()) * 0.0
-            return zero + bias * 0.0 if isinstance(bias, Tensor) else zero
-        targets = tag_targets.to(device=region_feats.device, dtype=dtype)
-        logits = logit_scale * F.normalize(region_feats, dim=1) @ class_embeds.t() + bias
-        weights = targets + neg_weight * (1.0 - targets)
-        loss = F.binary_cross_entropy_with_logits(
-            logits, targets, weight=weights, reduction='none')
-        return loss.sum(dim=1).mean()
+    return weighted_cosine_bce(region_feats, class_embeds, tag_targets, 1.0, neg_weight,
+                               logit_scale, bias)
 
 
 @MODELS.register_module()
