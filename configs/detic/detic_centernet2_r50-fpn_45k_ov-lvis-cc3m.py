@@ -37,7 +37,7 @@ model = dict(
         type='CLIPTextEncoder',
         model_name='ViT-B-32-quickgelu',
         pretrained='checkpoints/clip/ViT-B-32.pt'),
-    caption_branches=dict(cap_batch=dict(caption=True, tags=True)),  # batch2ovd [C:161-162]
+    caption_branches=dict(cap_batch=dict(caption=True, tags=True)),  # batch2ovd [C:161]
     caption_loss=dict(
         type='DeticCaptionLoss',  # DeticCaption [C:172-178]
         logit_scale=50.0,  # norm_temp
@@ -47,7 +47,7 @@ model = dict(
         base_batch_size=None,
         loss_weight=1.0),  # caption_weight
     tag_loss=dict(
-        type='DeticTagLoss',  # DeticTags [C:166-171]
+        type='DeticTagLoss',  # DeticTags [C:165-171]
         logit_scale=50.0,
         bias=None,
         neg_weight=1.0,

@@ -104,7 +104,7 @@ caption_dataset = dict(
 train_dataloader = dict(
     _delete_=True,
     batch_size=sum(batch_split),
-    num_workers=6,  # [D:52]
+    num_workers=6,  # sum(batch_split) [D:53]
     persistent_workers=True,
     sampler=dict(
         type='ExactMultiSourceSampler', batch_size=sum(batch_split), source_ratio=batch_split),
@@ -121,5 +121,5 @@ param_scheduler = [  # [H:7-17]
     dict(type='MultiStepLR', by_epoch=False, begin=0, end=max_iters, milestones=[30000, 40000],
          gamma=0.1),
 ]
-# The stage-1 result (configs/detic/faster-rcnn_r50-caffe-c4_90k_ov-coco-base.py) [C:101].
+# The stage-1 result (configs/detic/faster-rcnn_r50-caffe-c4_90k_ov-coco-base.py) [C:94].
 load_from = 'checkpoints/detic_coco_base.pth'
