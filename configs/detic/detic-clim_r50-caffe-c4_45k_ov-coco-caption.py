@@ -6,6 +6,9 @@
 # Sources, cited as [C:n] (line n): wusize/CLIM ovdet/configs/detic/ov_coco/
 # detic_no_tags_clim_faster_rcnn_r50_caffe_c4_45k.py; [M:n]: ovdet/configs/_base_/datasets/
 # coco_ovd_detic_clim.py.
+# Not run here: no COCO images, ImageNet or OpenAI weights, nor a GPU can be reached from the
+# machines this project is built on; the configs are built and run (loss and predict) with a
+# shrunk backbone by tests/test_models/test_detectors/test_detic.py.
 _base_ = './detic_r50-caffe-c4_45k_ov-coco-caption.py'
 
 batch_split = [2, 2, 2]  # det_batch, caption_batch, mosaic_batch per GPU [M:86]

@@ -10,6 +10,9 @@
 # detic_no_tags_clim_faster_rcnn_r50_caffe_c4_45k.py; [D:n]: ovdet/configs/_base_/datasets/
 # coco_ovd_detic.py; [M:n]: ovdet/configs/_base_/datasets/coco_ovd_detic_clim.py; [H:n]:
 # ovdet/configs/_base_/schedules/schedule_45k.py. The model is the stage-1 config's.
+# Not run here: no COCO images, ImageNet or OpenAI weights, nor a GPU can be reached from the
+# machines this project is built on; the configs are built and run (loss and predict) with a
+# shrunk backbone by tests/test_models/test_detectors/test_detic.py.
 _base_ = './faster-rcnn_r50-caffe-c4_90k_ov-coco-base.py'
 
 # The branches of MultiBranch packing, the same in every pipeline (a branch no source fills is
