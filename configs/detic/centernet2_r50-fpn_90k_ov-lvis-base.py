@@ -7,9 +7,9 @@
 #
 # Sources, cited as [S:n] (line n): wusize/CLIM ovdet/configs/detic/ov_lvis/
 # detic_centernet2_r50_fpn_4x_lvis_boxsup.py (itself mmdet's projects/Detic_new config).
-# Not run here: no LVIS or CC3M images, ImageNet-21k or OpenAI weights, nor a GPU can be reached
-# from the machines this project is built on; the configs are built and run (loss and predict) with a
-# shrunk backbone by tests/test_models/test_detectors/test_detic.py.
+# Not run here: no LVIS or CC3M images, ImageNet-21k or OpenAI weights, nor a GPU can be
+# reached from the machines this project is built on; the configs are built and run (loss and
+# predict) with a shrunk backbone by tests/test_models/test_detectors/test_detic.py.
 _base_ = [
     'mmdet::_base_/models/faster-rcnn_r50_fpn.py',
     'mmdet::_base_/datasets/lvis_v1_instance.py',

@@ -4,9 +4,9 @@
 #
 # Sources, cited as [M:n] (line n): wusize/CLIM ovdet/configs/detic/ov_lvis/
 # detic_clim_centernet2_r50_fpn_4x_lvis-base_cc3m-lvis.py.
-# Not run here: no LVIS or CC3M images, ImageNet-21k or OpenAI weights, nor a GPU can be reached
-# from the machines this project is built on; the configs are built and run (loss and predict) with a
-# shrunk backbone by tests/test_models/test_detectors/test_detic.py.
+# Not run here: no LVIS or CC3M images, ImageNet-21k or OpenAI weights, nor a GPU can be
+# reached from the machines this project is built on; the configs are built and run (loss and
+# predict) with a shrunk backbone by tests/test_models/test_detectors/test_detic.py.
 _base_ = './detic_centernet2_r50-fpn_45k_ov-lvis-cc3m.py'
 
 batch_split = [8, 16, 16]  # det_batch, cap_batch, clim_batch per GPU [M:129]

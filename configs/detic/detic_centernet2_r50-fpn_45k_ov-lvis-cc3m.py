@@ -6,9 +6,9 @@
 #
 # Sources, cited as [C:n] (line n): wusize/CLIM ovdet/configs/detic/ov_lvis/
 # detic_centernet2_r50_fpn_4x_lvis-base_cc3m-lvis.py. The model is the base config's.
-# Not run here: no LVIS or CC3M images, ImageNet-21k or OpenAI weights, nor a GPU can be reached
-# from the machines this project is built on; the configs are built and run (loss and predict) with a
-# shrunk backbone by tests/test_models/test_detectors/test_detic.py.
+# Not run here: no LVIS or CC3M images, ImageNet-21k or OpenAI weights, nor a GPU can be
+# reached from the machines this project is built on; the configs are built and run (loss and
+# predict) with a shrunk backbone by tests/test_models/test_detectors/test_detic.py.
 _base_ = './centernet2_r50-fpn_90k_ov-lvis-base.py'
 
 # The branches of MultiBranch packing, the same in every pipeline; the CLIM config fills the
