@@ -281,7 +281,8 @@ class DeticDetector(TwoStageDetector):
         for props, region in zip(proposals, regions):
             cells = region.boxes[:len(region.captions)]
             cell_boxes = max_size_proposal(props.bboxes, props.scores, cells, **self.tag_sampling)
-            tag_boxes.append(torch.stack([self._union(cell_boxes[m]) for m in region.members]))
+            tag_boxes.append(torch.stack([self._union(cell_boxes[m]) for m in region.members])
+                             if region.members else cells.new_zeros(0, 4))
         return tag_boxes
 
     def caption_branch_loss(self, inputs: Optional[Tensor], samples: SampleList,
@@ -301,6 +302,8 @@ class DeticDetector(TwoStageDetector):
             return self._zero_losses(spec)
         x = self.extract_feat(inputs)
         regions = [self._pseudo_regions(s, spec['num_groups'], spec['tags']) for s in samples]
+        if not any(region.members for region in regions):  # every pseudo box filtered out
+            return self._zero_losses(spec)
         boxes = [region.boxes for region in regions]
         if spec['tags']:
             tag_boxes = self._tag_boxes(x, samples, regions)

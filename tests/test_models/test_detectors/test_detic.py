@@ -292,3 +292,16 @@ def test_clim_caption_loss_is_selectable(tmp_path: Path) -> None:
     losses = model(**data, mode='loss')
     assert torch.isfinite(losses['loss_caption_caption_batch'])
     assert float(losses['loss_caption_caption_batch']) > 0
+
+
+def test_branch_whose_pseudo_boxes_were_all_filtered_gives_zero_losses(tmp_path: Path) -> None:
+    cfg = shrunk('detic-clim_r50-caffe-c4_45k_ov-coco-caption-tags.py', tmp_path)
+    model = build(cfg)
+    data = model.data_preprocessor(make_batch(cfg), True)
+    for sample in data['data_samples']['caption_batch']:  # e.g. cropped away by a pipeline
+        sample.gt_instances = sample.gt_instances[:0]
+    losses = model(**data, mode='loss')
+    assert float(losses['loss_caption_caption_batch']) == 0.0
+    assert float(losses['loss_tag_caption_batch']) == 0.0
+    assert losses['loss_caption_caption_batch'].requires_grad
+    assert float(losses['loss_caption_mosaic_batch']) > 0
