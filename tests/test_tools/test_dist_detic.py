@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from conftest import REPO_ROOT, run_tool
 
 from mmclim.datasets import generate_shape_captions, generate_shape_scenes, write_base_only
-from mmclim.datasets.toy_shapes import class_names
+from mmclim.datasets.toy_shapes import OBJECT_CENTRIC_FRACTION, OBJECT_CENTRIC_SPLIT, class_names
 from mmclim.models.backbones import save_clip_checkpoint
 from mmclim.structures import save_class_embeddings
 
@@ -25,7 +25,8 @@ def detic_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp('detic')
     data = root / 'data' / 'toy_shapes'
     write_base_only(generate_shape_scenes(str(data), 'train', 8, seed=0))
-    generate_shape_captions(str(data), 'caption_train', 24, seed=0)
+    generate_shape_captions(str(data), OBJECT_CENTRIC_SPLIT, 24, seed=0,
+                            object_fraction=OBJECT_CENTRIC_FRACTION)
     torch.manual_seed(0)
     clip = open_clip.create_model(TOY_MODEL, pretrained=None)
     save_clip_checkpoint(clip, str(root / 'toy_clip.pt'), dtype=torch.float32)

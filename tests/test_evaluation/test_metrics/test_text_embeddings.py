@@ -77,7 +77,7 @@ def test_template_sets() -> None:
     assert len(set(ENSEMBLE_TEMPLATES)) == len(ENSEMBLE_TEMPLATES)
     for templates in PROMPT_TEMPLATES.values():
         assert all(template.count('{}') == 1 for template in templates)
-    with pytest.raises(ValueError, match=r"template set: expected one of \['ensemble', "
+    with pytest.raises(ValueError, match=r"template set: expected one of \['detic', 'ensemble', "
                                          r"'single', 'toy-unseen', 'vild'\], got 'imagenet'"):
         get_prompt_templates('imagenet')
 

@@ -157,9 +157,10 @@ def make_batch(cfg: Config, num_det: int = 1, num_caption: int = 2,
 
 
 def build(cfg: Config) -> DeticDetector:
+    """The model in training mode (``train()`` applies the backbones' ``norm_eval``)."""
     model = MODELS.build(cfg.model)
     model.init_weights()
-    return model
+    return model.train()
 
 
 @pytest.mark.parametrize('name', COCO_STAGE2 + LVIS_STAGE2 + TOY)
