@@ -3,15 +3,17 @@
 # scratch on the base-class boxes of the toy shapes, then four arms continued from it for the
 # same iterations, each over several seeds:
 #   det-only          detection only
-#   caption           + Detic's caption loss on single caption images (4 boxed + 8 captioned)
+#   caption           + Detic's caption loss on single caption images (4 boxed + 8 captioned),
+#                     object-centric ones (captions_caption_centric.json; README: why)
 #   caption-matched   + captions on as many single images as the CLIM arm consumes (4 + 43)
 #   clim              + CLIM: 4 single images and 4 random 2x2/3x3/4x4 mosaics (4 + 4 + 4)
 # Each run is evaluated on the 100 validation scenes with tools/test.py (box AP50 of the 12 base
 # and 4 novel classes, OVCocoSplitMetric); the script ends with the table of mean, sample
 # standard deviation and range over the seeds.
 #
-# Needs `make demo` first: data/toy_shapes, and in DEMO_DIR the class embeddings and the
-# baseline toy CLIP, whose frozen text tower embeds the captions. A run whose metrics are already
+# Needs `make demo` first: data/toy_shapes (with the object-centric caption images of
+# tools/misc/generate_toy_data.py), and in DEMO_DIR the class embeddings and the baseline toy
+# CLIP, whose frozen text tower embeds the captions. A run whose metrics are already
 # in WORK_DIR is skipped (rerun the script to finish an interrupted sweep).
 # Usage: tools/misc/detic_toy_arms.sh [WORK_DIR] [SEED ...]   (default: work_dirs/detic_toy 0 1 2)
 # Environment: PYTHON (interpreter), DEMO_DIR (default work_dirs/demo), ARMS (default all four).
@@ -33,8 +35,8 @@ declare -A CONFIG=(
 )
 EMBEDDINGS=$DEMO_DIR/embeddings/toy_classes_seen.npy
 CLIP=$DEMO_DIR/baseline/clip_openclip.pt
-for needed in "$EMBEDDINGS" "$CLIP"; do
-    [[ -f $needed ]] || { echo "missing $needed: run make demo first" >&2; exit 1; }
+for needed in "$EMBEDDINGS" "$CLIP" data/toy_shapes/annotations/captions_caption_centric.json; do
+    [[ -f $needed ]] || { echo "missing $needed: run make demo (or tools/misc/generate_toy_data.py) first" >&2; exit 1; }
 done
 MODEL=(model.roi_head.bbox_head.class_embeddings="$EMBEDDINGS")
 START=$SECONDS
