@@ -133,7 +133,8 @@ class DeticDetector(TwoStageDetector):
         super().__init__(backbone=backbone, neck=neck, rpn_head=rpn_head, roi_head=roi_head,
                          train_cfg=train_cfg, test_cfg=test_cfg,
                          data_preprocessor=data_preprocessor, init_cfg=init_cfg)
-        if not hasattr(self.roi_head, 'region_embeddings'):
+        if not (hasattr(self.roi_head, 'region_embeddings')
+                and hasattr(self.roi_head, 'bbox_heads')):
             raise ValueError(f'{name}.roi_head: expected a DeticRoIHead or DeticCascadeRoIHead, '
                              f'got {type(self.roi_head).__name__}')
         self.text_encoder = text_tower
@@ -198,9 +199,8 @@ class DeticDetector(TwoStageDetector):
 
     @property
     def bbox_heads(self) -> List[nn.Module]:
-        """The box heads (one, or one per cascade stage)."""
-        heads = self.roi_head.bbox_head
-        return list(heads) if isinstance(heads, nn.ModuleList) else [heads]
+        """The box heads (one, or one per cascade stage), the RoI head's."""
+        return self.roi_head.bbox_heads
 
     def loss(self, batch_inputs: Union[Tensor, Dict[str, Tensor]],
              batch_data_samples: Union[SampleList, Dict[str, SampleList]]) -> Dict[str, Tensor]:
