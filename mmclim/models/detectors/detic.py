@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from mmclim.structures import sample_cell_groups
 from ..losses import CLIMCaptionLoss, caption_ids_from_texts, image_ids_to_tensor
 from ..losses.detic_caption_loss import IMAGE_ID_PAD
+from ..utils.derived_config import with_derived
 from ..utils.max_size_proposal import max_size_proposal
 
 # The keys of one entry of ``caption_branches`` and their defaults.
@@ -181,20 +182,13 @@ class DeticDetector(TwoStageDetector):
     def _with_text_tower(cls, roi_head: ConfigType, text_tower: nn.Module) -> ConfigDict:
         """``roi_head`` with the box heads' ``clip_model_name`` and ``embed_dim`` filled in."""
         derived = dict(clip_model_name=text_tower.model_name, embed_dim=text_tower.embed_dim)
-
-        def fill(head: dict, field: str) -> dict:
-            typed = sorted(key for key in derived if key in head)
-            if typed:
-                raise ValueError(f'{cls.__name__}.{field}: {typed} follow from the text tower '
-                                 f'({", ".join(f"{k}={derived[k]!r}" for k in typed)}); remove '
-                                 'them from the config')
-            return dict(head, **derived)
-
+        field = f'{cls.__name__}.roi_head.bbox_head'
         heads = roi_head['bbox_head']
         if isinstance(heads, (list, tuple)):
-            heads = [fill(head, f'roi_head.bbox_head[{i}]') for i, head in enumerate(heads)]
+            heads = [with_derived(head, f'{field}[{i}]', 'the text tower', **derived)
+                     for i, head in enumerate(heads)]
         else:
-            heads = fill(heads, 'roi_head.bbox_head')
+            heads = with_derived(heads, field, 'the text tower', **derived)
         return ConfigDict(dict(roi_head, bbox_head=heads))
 
     @property

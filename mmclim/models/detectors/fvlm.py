@@ -1,5 +1,5 @@
 # Copyright (c) mmclim contributors. All rights reserved.
-from typing import Any, Dict, Tuple
+from typing import Tuple
 
 from mmdet.models.detectors import TwoStageDetector
 from mmdet.registry import MODELS
@@ -10,6 +10,7 @@ from torch import Tensor
 
 from ..backbones.clip_vit_pyramid import CLIPViTPyramidBackbone
 from ..roi_heads.fvlm_roi_head import FVLMRoIHead
+from ..utils.derived_config import with_derived
 
 
 @MODELS.register_module()
@@ -60,12 +61,12 @@ class FVLM(TwoStageDetector):
         if not isinstance(self.backbone, CLIPViTPyramidBackbone):
             raise ValueError(f"{name}.backbone: expected type='CLIPViTPyramidBackbone', got "
                              f'{type(self.backbone).__name__}')
-        self.neck = MODELS.build(self._derived(
-            neck, 'neck', in_channels=list(self.backbone.out_channels),
+        self.neck = MODELS.build(with_derived(
+            neck, f'{name}.neck', 'the backbone', in_channels=list(self.backbone.out_channels),
             in_strides=list(self.backbone.out_strides)))
-        bbox_head = self._derived(roi_head['bbox_head'], 'roi_head.bbox_head',
-                                  clip_model_name=self.backbone.model_name,
-                                  embed_dim=self.backbone.embed_dim)
+        bbox_head = with_derived(
+            roi_head['bbox_head'], f'{name}.roi_head.bbox_head', 'the backbone',
+            clip_model_name=self.backbone.model_name, embed_dim=self.backbone.embed_dim)
         self.roi_head = MODELS.build(dict(
             roi_head, bbox_head=bbox_head,
             train_cfg=train_cfg.rcnn if train_cfg is not None else None,
@@ -73,16 +74,6 @@ class FVLM(TwoStageDetector):
         if not isinstance(self.roi_head, FVLMRoIHead):
             raise ValueError(f"{name}.roi_head: expected type='FVLMRoIHead', got "
                              f'{type(self.roi_head).__name__}')
-
-    @classmethod
-    def _derived(cls, cfg: ConfigType, field: str, **derived: Any) -> Dict[str, Any]:
-        """``cfg`` with the values the backbone determines; an error if the config sets them."""
-        typed = sorted(key for key in derived if key in cfg)
-        if typed:
-            raise ValueError(f'{cls.__name__}.{field}: {typed} follow from the backbone '
-                             f'({", ".join(f"{k}={derived[k]!r}" for k in typed)}); remove them '
-                             'from the config')
-        return dict(cfg, **derived)
 
     def extract_feat(self, batch_inputs: Tensor) -> Tuple[Tensor, ...]:
         """Neck maps for the RPN and RoI head (the VLM map is not computed).
