@@ -16,6 +16,12 @@ Examples::
     python tools/generate_text_embeddings.py data/coco/annotations/panoptic_val2017.json \\
         --model ViT-B-16-quickgelu --checkpoint checkpoints/clip/ViT-B-16.pt \\
         --templates vild --out data/coco/embeddings/coco_panoptic_ViT-B-16_vild.npy
+
+    # BARON OV-COCO: the EOT token after the last text block, without ln_final and the
+    # projection (the official coco_clip_hand_craft_attn12.npy), of size W
+    python tools/generate_text_embeddings.py data/coco/annotations/instances_val2017.json \\
+        --model ViT-B-32-quickgelu --checkpoint checkpoints/clip/ViT-B-32.pt \\
+        --text-output last_block --out data/coco/embeddings/coco_ViT-B-32_last_block.npy
 """
 import argparse
 import sys
@@ -26,9 +32,11 @@ import torch
 from mmclim.evaluation.metrics import (BACKGROUND_CLASS_NAME, PROMPT_SETS, compute_text_embeddings,
                                        get_prompt_set, load_class_names)
 from mmclim.models.backbones import OpenCLIPRegion
+from mmclim.models.backbones.clip_text_paths import TEXT_OUTPUTS
 from mmclim.models.backbones.open_clip_region import DEFAULT_TEXT_BATCH_SIZE
 from mmclim.structures import save_class_embeddings
-from mmclim.structures.vocabulary import EMBEDDING_BACKGROUND_KEY, EMBEDDING_SUFFIX
+from mmclim.structures.vocabulary import (DEFAULT_TEXT_OUTPUT, EMBEDDING_BACKGROUND_KEY,
+                                          EMBEDDING_SUFFIX, EMBEDDING_TEXT_OUTPUT_KEY)
 
 DEFAULT_MODEL = 'ViT-B-16-quickgelu'  # CLIM's main CLIP model (OpenAI ViT-B/16 weights)
 DEFAULT_TEMPLATE_SET = 'ensemble'
@@ -53,6 +61,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         '--background', action='store_true',
         help=f'append a last row embedding {BACKGROUND_CLASS_NAME!r} with the same templates')
     parser.add_argument(
+        '--text-output', default=DEFAULT_TEXT_OUTPUT, choices=TEXT_OUTPUTS,
+        help='projection: CLIP\'s text embedding (size embed_dim); last_block: the EOT token '
+        'after the last text block, without ln_final and projection (size width; the official '
+        'BARON OV-COCO classifier)')
+    parser.add_argument(
         '--batch-size', type=int, default=DEFAULT_TEXT_BATCH_SIZE,
         help='prompts per text-tower forward pass')
     parser.add_argument('--device', default='cpu', help='torch device, e.g. cpu or cuda')
@@ -73,12 +86,14 @@ def main(argv: Optional[List[str]] = None) -> None:
     with torch.no_grad():
         embeddings = compute_text_embeddings(model, class_names, prompt_set,
                                              background=args.background,
-                                             batch_size=args.batch_size)
+                                             batch_size=args.batch_size,
+                                             text_output=args.text_output)
     sidecar = save_class_embeddings(
         args.out, embeddings, args.model,
         {'checkpoint': args.checkpoint, 'classes_file': args.classes,
          'template_set': args.templates, 'templates': list(prompt_set.templates),
-         'class_names': class_names, EMBEDDING_BACKGROUND_KEY: args.background})
+         'class_names': class_names, EMBEDDING_BACKGROUND_KEY: args.background,
+         EMBEDDING_TEXT_OUTPUT_KEY: args.text_output})
     print(f'{len(class_names)} classes{" + background" if args.background else ""}: '
           f'embeddings of shape {tuple(embeddings.shape)} -> {args.out} (metadata: {sidecar})')
 

@@ -5,9 +5,11 @@
 per class in label order (ascending category id), then the background row when the file has
 one; the sidecar records how they were made, at least the open_clip model name
 (:data:`EMBEDDING_MODEL_KEY`), the size D (:data:`EMBEDDING_DIM_KEY`) and the number of rows
-(:data:`EMBEDDING_ROWS_KEY`). :func:`load_class_embeddings` checks the array against its
-sidecar and against the model that uses it, so embeddings of another text tower (whose space
-another image tower does not share) are an error, not a silent zero-shot failure.
+(:data:`EMBEDDING_ROWS_KEY`), and which text output made them (:data:`EMBEDDING_TEXT_OUTPUT_KEY`;
+absent means :data:`DEFAULT_TEXT_OUTPUT`). :func:`load_class_embeddings` checks the array
+against its sidecar and against the model that uses it, so embeddings of another text tower
+(whose space another image tower does not share) or of another text output are an error, not a
+silent zero-shot failure.
 
 **Open-vocabulary split** (json): which category ids are base (trained) and novel (held out),
 written next to the base-only training file by ``tools/dataset_converters/prepare_ov_*.py``.
@@ -31,6 +33,10 @@ EMBEDDING_MODEL_KEY = 'model'
 EMBEDDING_DIM_KEY = 'embed_dim'
 EMBEDDING_ROWS_KEY = 'num_rows'
 EMBEDDING_BACKGROUND_KEY = 'background'
+# Which text output made the rows ('projection' or 'last_block', see
+# mmclim.models.backbones.clip_text_paths.TEXT_OUTPUTS); files without it are 'projection'.
+EMBEDDING_TEXT_OUTPUT_KEY = 'text_output'
+DEFAULT_TEXT_OUTPUT = 'projection'
 EMBEDDING_TOOL = 'tools/generate_text_embeddings.py'
 
 SPLIT_RULE_KEY = 'rule'
@@ -94,7 +100,8 @@ def load_class_embeddings(path: str,
                           model_name: Optional[str] = None,
                           embed_dim: Optional[int] = None,
                           num_rows: Optional[int] = None,
-                          field: str = 'class_embeddings') -> Tensor:
+                          field: str = 'class_embeddings',
+                          text_output: Optional[str] = None) -> Tensor:
     """Read class embeddings, check them against their sidecar and the model, L2-normalise.
 
     Args:
@@ -105,6 +112,9 @@ def load_class_embeddings(path: str,
         embed_dim (int, optional): The model's embedding size D. Defaults to None.
         num_rows (int, optional): The rows expected (classes [+ background]). Defaults to None.
         field (str): How errors name the config field. Defaults to ``'class_embeddings'``.
+        text_output (str, optional): The text output the model expects (``'projection'`` or
+            ``'last_block'``); must be the sidecar's :data:`EMBEDDING_TEXT_OUTPUT_KEY`, which
+            is :data:`DEFAULT_TEXT_OUTPUT` when absent. Defaults to None (not checked).
 
     Returns:
         Tensor: Float32 unit rows of shape (N, D).
@@ -131,6 +141,12 @@ def load_class_embeddings(path: str,
             raise ValueError(f'{field}: {path} was made with the text tower of {made_with!r} '
                              f'(its sidecar), but the model is {model_name!r}; embed the classes '
                              f'with {EMBEDDING_TOOL} --model {model_name}')
+        made_from = sidecar.get(EMBEDDING_TEXT_OUTPUT_KEY, DEFAULT_TEXT_OUTPUT)
+        if text_output is not None and made_from != text_output:
+            raise ValueError(f'{field}: {path} holds the {made_from!r} text output (its sidecar '
+                             f'{EMBEDDING_TEXT_OUTPUT_KEY}), but the model expects '
+                             f'{text_output!r}; embed the classes with {EMBEDDING_TOOL} '
+                             f'--text-output {text_output}')
     if embed_dim is not None and array.shape[1] != embed_dim:
         raise ValueError(f'{field}: {path} has embeddings of size {array.shape[1]}, the model\'s '
                          f'embedding size is {embed_dim}')

@@ -1,6 +1,7 @@
 # Copyright (c) mmclim contributors. All rights reserved.
 """The class-embedding file format: ``X.npy`` plus its sidecar ``X.json``."""
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 import torch
 
 from mmclim.structures import load_class_embeddings, save_class_embeddings, sidecar_path
+from mmclim.structures.vocabulary import EMBEDDING_TEXT_OUTPUT_KEY
 
 EMBED_DIM = 4
 
@@ -48,3 +50,28 @@ def test_load_checks_the_sidecar_and_the_model(tmp_path: Path) -> None:
     np.save(out, np.ones((2, EMBED_DIM), np.float32))  # the array no longer fits its sidecar
     with pytest.raises(ValueError, match=r'has shape \(2, 4\) but its sidecar says num_rows=3'):
         load_class_embeddings(out)
+
+
+def test_load_checks_the_text_output(tmp_path: Path) -> None:
+    """BARON's 'last_block' class embeddings are not CLIP's projected ones: the sidecar says
+    which, and files without the key (written before it existed) are 'projection'."""
+    out = str(tmp_path / 'attn12.npy')
+    save_class_embeddings(out, torch.ones(3, EMBED_DIM), 'ViT-B-32-quickgelu',
+                          {EMBEDDING_TEXT_OUTPUT_KEY: 'last_block'})
+    assert json.loads(Path(sidecar_path(out)).read_text())['text_output'] == 'last_block'
+    assert load_class_embeddings(out, text_output='last_block').shape == (3, EMBED_DIM)
+    assert load_class_embeddings(out).shape == (3, EMBED_DIM)  # None: not checked
+    message = (rf"^class_embeddings: {re.escape(out)} holds the 'last_block' text output "
+               r"\(its sidecar text_output\), but the model expects 'projection'; embed the "
+               r'classes with tools/generate_text_embeddings.py --text-output projection$')
+    with pytest.raises(ValueError, match=message):
+        load_class_embeddings(out, text_output='projection')
+
+    old = str(tmp_path / 'old.npy')
+    save_class_embeddings(old, torch.ones(2, EMBED_DIM), 'RN50')
+    assert 'text_output' not in json.loads(Path(sidecar_path(old)).read_text())
+    assert load_class_embeddings(old, text_output='projection').shape == (2, EMBED_DIM)
+    with pytest.raises(ValueError, match=r"^roi_head.class_embeddings: .*old.npy holds the "
+                                         r"'projection' text output .* expects 'last_block'; "
+                                         r'.* --text-output last_block$'):
+        load_class_embeddings(old, text_output='last_block', field='roi_head.class_embeddings')

@@ -18,6 +18,7 @@ from mmclim.structures import load_class_embeddings
 
 TINY_VIT = 'mmclim-tiny-vit'
 EMBED_DIM = 32  # embed_dim of mmclim-tiny-vit
+TEXT_WIDTH = 64  # text_cfg.width of mmclim-tiny-vit: the size of its 'last_block' output
 ATOL = 1e-5
 # Ids out of order: rows must follow ascending ids (cat 1, dog 4, traffic light 9).
 CATEGORIES = [
@@ -77,7 +78,8 @@ def test_json_ensemble_with_background(workspace: Path, model: OpenCLIPRegion) -
     assert sidecar == dict(model=TINY_VIT, checkpoint=str(workspace / 'tiny.pt'),
                            classes_file=str(workspace / 'lvis.json'), template_set='ensemble',
                            templates=list(get_prompt_templates('ensemble')),
-                           class_names=ID_ORDER_NAMES, background=True, embed_dim=EMBED_DIM,
+                           class_names=ID_ORDER_NAMES, background=True,
+                           text_output='projection', embed_dim=EMBED_DIM,
                            num_rows=len(CATEGORIES) + 1)
 
 
@@ -117,9 +119,37 @@ def test_vild_embeddings_are_a_vocabulary_file_of_the_model(tool: ModuleType, wo
     assert sidecar['model'] == TINY_VIT and sidecar['template_set'] == 'vild'
     assert sidecar['templates'] == list(VILD_TEMPLATES) and len(sidecar['templates']) == 63
     assert sidecar['num_rows'] == 3 and sidecar['background'] is False
+    assert sidecar['text_output'] == 'projection'
     with pytest.raises(ValueError, match=r"made with the text tower of 'mmclim-tiny-vit' \(its "
                                          r"sidecar\), but the model is 'ViT-B-16-quickgelu'"):
         load_class_embeddings(str(out), model_name='ViT-B-16-quickgelu')
+
+
+def test_last_block_embeddings_record_their_text_output(tool: ModuleType, workspace: Path,
+                                                        model: OpenCLIPRegion,
+                                                        tmp_path: Path) -> None:
+    """``--text-output last_block`` (BARON's OV-COCO classifier): rows of the text width, the
+    sidecar says so, and loading them for a model of CLIP's projected embeddings fails."""
+    out = tmp_path / 'lvis_last_block.npy'
+    tool.main([str(workspace / 'lvis.json'), '--model', TINY_VIT, '--checkpoint',
+               str(workspace / 'tiny.pt'), '--templates', 'single', '--text-output',
+               'last_block', '--out', str(out)])
+    sidecar = json.loads(out.with_suffix('.json').read_text())
+    assert sidecar['text_output'] == 'last_block' and sidecar['embed_dim'] == TEXT_WIDTH
+    expected = compute_text_embeddings(model, ID_ORDER_NAMES, get_prompt_templates('single'),
+                                       text_output='last_block')
+    loaded = load_class_embeddings(str(out), model_name=TINY_VIT, embed_dim=TEXT_WIDTH,
+                                   num_rows=len(ID_ORDER_NAMES), text_output='last_block')
+    assert loaded.shape == (len(ID_ORDER_NAMES), TEXT_WIDTH)
+    torch.testing.assert_close(loaded, expected, atol=ATOL, rtol=ATOL)
+    # Not the projected embeddings of the same prompts.
+    projected = compute_text_embeddings(model, ID_ORDER_NAMES, get_prompt_templates('single'))
+    assert projected.shape == (len(ID_ORDER_NAMES), EMBED_DIM)
+    with pytest.raises(ValueError, match=r"lvis_last_block.npy holds the 'last_block' text "
+                                         r"output .* expects 'projection'; embed the classes "
+                                         r'with tools/generate_text_embeddings.py '
+                                         r'--text-output projection'):
+        load_class_embeddings(str(out), text_output='projection')
 
 
 def test_errors(tool: ModuleType, workspace: Path, tmp_path: Path,
@@ -137,6 +167,9 @@ def test_errors(tool: ModuleType, workspace: Path, tmp_path: Path,
     with pytest.raises(SystemExit):
         tool.main([str(workspace / 'names.txt'), '--out', str(tmp_path / 'e.pt')])
     assert '--out: expected a path ending in .npy' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        tool.main([str(workspace / 'names.txt'), '--text-output', 'attn12', '--out', out])
+    assert "--text-output: invalid choice: 'attn12'" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match='nowhere/ViT.pt'):
         tool.main([str(workspace / 'names.txt'), '--model', TINY_VIT, '--checkpoint',
                    str(tmp_path / 'nowhere' / 'ViT.pt'), '--out', out])

@@ -119,7 +119,8 @@ def compute_text_embeddings(model: OpenCLIPRegion,
                             class_names: Sequence[str],
                             templates: Union[Sequence[str], PromptSet],
                             background: bool = False,
-                            batch_size: int = DEFAULT_TEXT_BATCH_SIZE) -> Tensor:
+                            batch_size: int = DEFAULT_TEXT_BATCH_SIZE,
+                            text_output: str = 'projection') -> Tensor:
     """Per-class embeddings: the normalised mean of the class's normalised prompt embeddings.
 
     Run the model in eval mode; no graph is built.
@@ -133,15 +134,22 @@ def compute_text_embeddings(model: OpenCLIPRegion,
             same templates, a learning-free stand-in for a learned background embedding.
             Defaults to False.
         batch_size (int): Prompts per text-tower forward pass. Defaults to 256.
+        text_output (str): Which text output embeds each prompt
+            (:data:`~mmclim.models.backbones.clip_text_paths.TEXT_OUTPUTS`): ``'projection'``,
+            CLIP's text embedding (size D), or ``'last_block'``, the EOT token after the last
+            transformer block (size W; the official BARON OV-COCO classifier's
+            ``attn12`` embeddings). Defaults to ``'projection'``.
 
     Returns:
-        Tensor: Unit rows in class order, then background, of shape (C [+ 1], D).
+        Tensor: Unit rows in class order, then background, of shape (C [+ 1], D) (or
+        (C [+ 1], W) for ``'last_block'``).
     """
     if not class_names:
         raise ValueError('class_names: expected at least one class name, got none')
     prompt_set = as_prompt_set(templates)
     names = [*class_names, BACKGROUND_CLASS_NAME] if background else list(class_names)
     prompts = build_prompts(names, prompt_set)
-    embeddings = model.encode_text(prompts, normalize=True, batch_size=batch_size)
+    embeddings = model.encode_text(prompts, normalize=True, batch_size=batch_size,
+                                   output=text_output)
     embeddings = embeddings.reshape(len(names), len(prompt_set), -1).mean(dim=1)
     return F.normalize(embeddings, dim=-1)

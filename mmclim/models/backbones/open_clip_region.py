@@ -19,6 +19,8 @@ from .clip_checkpoint import load_clip_checkpoint
 from .clip_dense import (DENSE_MODES, RESNET_STRIDE, mask_pool, resnet_attnpool_regions, resnet_c5,
                          resnet_dense_from_c5, vit_box_attention_pool, vit_dense_features,
                          vit_tokens_before_last_block)
+from .clip_text_paths import (check_text_output, encode_text_tower, text_pool_index,
+                              text_tower_output_dim)
 
 # open_clip-format JSON configs of the tiny test models; registered on import.
 MODEL_CONFIG_DIR = Path(__file__).parent / 'model_configs'
@@ -381,8 +383,12 @@ class OpenCLIPRegion(BaseModule):
                     texts: List[str],
                     normalize: bool = True,
                     batch_size: int = DEFAULT_TEXT_BATCH_SIZE,
-                    no_grad: Optional[bool] = None) -> Tensor:
+                    no_grad: Optional[bool] = None,
+                    output: str = 'projection') -> Tensor:
         """Text embeddings with the model's bundled open_clip tokenizer.
+
+        Both outputs come from :func:`~.clip_text_paths.encode_text_tower`, whose
+        ``'projection'`` is open_clip ``CLIP.encode_text``'s embedding.
 
         Args:
             texts (List[str]): T texts.
@@ -390,20 +396,27 @@ class OpenCLIPRegion(BaseModule):
             batch_size (int): Texts per forward pass. Defaults to 256.
             no_grad (bool, optional): Run without building a graph. None builds one exactly when
                 the text tower trains (``freeze_text=False``). Defaults to None.
+            output (str): One of :data:`~.clip_text_paths.TEXT_OUTPUTS`: ``'projection'``,
+                CLIP's text embedding (size D), or ``'last_block'``, the EOT token's output of
+                the last transformer block (size W, the width; BARON's OV-COCO classifier).
+                Defaults to ``'projection'``.
 
         Returns:
-            Tensor: Shape (T, D).
+            Tensor: Shape (T, D) for ``'projection'``, (T, W) for ``'last_block'``.
         """
         if not is_list_of(texts, str):
             raise ValueError(f'texts: expected a list of str, got {type(texts).__name__}')
         if batch_size < 1:
             raise ValueError(f'batch_size: expected a positive int, got {batch_size}')
+        check_text_output(output)
         device = self.clip.token_embedding.weight.device
-        embeddings = [self.clip.logit_scale.new_zeros(0, self.embed_dim)]
+        embeddings = [self.clip.logit_scale.new_zeros(0, text_tower_output_dim(self.clip, output))]
         if no_grad is None:
             no_grad = self.freeze_text
         with torch.no_grad() if no_grad else nullcontext():
             for start in range(0, len(texts), batch_size):
                 tokens = self.tokenizer(texts[start:start + batch_size]).to(device)
-                embeddings.append(self.clip.encode_text(tokens, normalize=normalize))
+                embeddings.append(
+                    encode_text_tower(self.clip, self.clip.token_embedding(tokens),
+                                      text_pool_index(self.clip, tokens), output, normalize))
         return torch.cat(embeddings)

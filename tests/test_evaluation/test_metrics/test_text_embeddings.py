@@ -2,6 +2,7 @@
 """Class names, prompt templates and class text embeddings for zero-shot classifiers."""
 import json
 from pathlib import Path
+from typing import List
 
 import pytest
 import torch
@@ -194,3 +195,45 @@ def test_vild_embeddings_average_the_vild_prompts(model: OpenCLIPRegion) -> None
     # The set's rules matter: its bare templates give other prompts, other embeddings.
     bare = compute_text_embeddings(model, ['apple', 'Cup/Mug.'], get_prompt_templates('vild'))
     assert not torch.allclose(bare, embeddings, atol=1e-3)
+
+
+def _last_block_eot(model: OpenCLIPRegion, prompts: List[str]) -> torch.Tensor:
+    """Independent reference of the 'last_block' output: a forward hook on the last text block
+    during open_clip's own ``encode_text``, read at the EOT token (the highest id), normalised.
+    """
+    clip = model.clip
+    assert clip.transformer.batch_first  # the hook's output is (N, L, W)
+    tokens = model.tokenizer(prompts)
+    captured = []
+    handle = clip.transformer.resblocks[-1].register_forward_hook(
+        lambda module, args, out: captured.append(out))
+    try:
+        with torch.no_grad():
+            clip.encode_text(tokens)
+    finally:
+        handle.remove()
+    return F.normalize(captured[0][torch.arange(len(prompts)), tokens.argmax(dim=-1)], dim=-1)
+
+
+def test_last_block_embeddings_average_the_last_block_outputs(model: OpenCLIPRegion) -> None:
+    """BARON's OV-COCO classifier: the prompts' EOT tokens after the last text block (no
+    ln_final, no projection), of the tower's width, averaged over the templates as usual."""
+    names = ['cat', 'traffic light']
+    embeddings = compute_text_embeddings(model, names, ENSEMBLE_TEMPLATES, batch_size=7,
+                                         text_output='last_block')
+    width = model.clip.token_embedding.weight.shape[1]
+    assert width != EMBED_DIM and embeddings.shape == (2, width)
+    prompts = _last_block_eot(model, build_prompts(names, ENSEMBLE_TEMPLATES))
+    expected = F.normalize(prompts.reshape(2, len(ENSEMBLE_TEMPLATES), -1).mean(dim=1), dim=-1)
+    torch.testing.assert_close(embeddings, expected, atol=ATOL, rtol=ATOL)
+    with torch.no_grad():
+        direct = model.encode_text(['a photo of a cat.'], output='last_block')
+    torch.testing.assert_close(direct, _last_block_eot(model, ['a photo of a cat.']), atol=ATOL,
+                               rtol=ATOL)
+    # The default output stays open_clip's encode_text, to the bit.
+    tokens = model.tokenizer(['a photo of a cat.', 'two dogs'])
+    with torch.no_grad():
+        assert torch.equal(model.encode_text(['a photo of a cat.', 'two dogs']),
+                           model.clip.encode_text(tokens, normalize=True))
+    with pytest.raises(ValueError, match=r"output: expected one of .*, got 'attn12'"):
+        compute_text_embeddings(model, names, ENSEMBLE_TEMPLATES, text_output='attn12')
