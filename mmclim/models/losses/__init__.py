@@ -1,4 +1,5 @@
 # Copyright (c) mmclim contributors. All rights reserved.
+from .baron_caption_loss import BaronCaptionLoss, soft_target_contrastive_loss
 from .clim_caption_loss import CLIMCaptionLoss, caption_ids_from_texts, contrastive_caption_loss
 from .detic_caption_loss import DeticCaptionLoss, detic_caption_loss, image_ids_to_tensor
 from .detic_tag_loss import DeticTagLoss, detic_tag_loss, tags_to_multi_hot
@@ -6,8 +7,8 @@ from .sigmoid_class_loss import (DeticSigmoidClassLoss, federated_class_mask,
                                  read_class_frequencies, sigmoid_class_loss)
 
 __all__ = [
-    'CLIMCaptionLoss', 'caption_ids_from_texts', 'contrastive_caption_loss', 'DeticCaptionLoss',
-    'detic_caption_loss', 'image_ids_to_tensor', 'DeticTagLoss', 'detic_tag_loss',
-    'tags_to_multi_hot', 'DeticSigmoidClassLoss', 'federated_class_mask',
-    'read_class_frequencies', 'sigmoid_class_loss'
+    'BaronCaptionLoss', 'soft_target_contrastive_loss', 'CLIMCaptionLoss', 'caption_ids_from_texts',
+    'contrastive_caption_loss', 'DeticCaptionLoss', 'detic_caption_loss', 'image_ids_to_tensor',
+    'DeticTagLoss', 'detic_tag_loss', 'tags_to_multi_hot', 'DeticSigmoidClassLoss',
+    'federated_class_mask', 'read_class_frequencies', 'sigmoid_class_loss'
 ]

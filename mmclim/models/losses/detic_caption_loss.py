@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from mmdet.registry import MODELS
 from torch import Tensor
 
+from mmclim.models.utils.feature_queue import FeatureQueue
+
 # Padding of ``region_image_ids`` rows that hold fewer image ids than the widest row.
 IMAGE_ID_PAD = -1
 # Bytes of the blake2b digest of an image id's text kept as its integer id.
@@ -277,9 +279,10 @@ class DeticCaptionLoss(nn.Module):
     multiplied by ``N / base_batch_size`` (N regions) when ``base_batch_size`` is set, and by
     ``loss_weight``.
 
-    **Queue.** The queue (``queue_feats`` (L, D), ``queue_image_ids`` (L,), L <= ``queue_size``)
-    is a pair of non-persistent buffers: it follows ``.to(device)``, is not saved in checkpoints
-    and starts empty after a resume. It is per process and never gathered across GPUs: the
+    **Queue.** The queue (``queue``, a :class:`~mmclim.models.utils.FeatureQueue`; read it as
+    ``queue_feats`` (L, D) and ``queue_image_ids`` (L,), L <= ``queue_size``) holds
+    non-persistent buffers: it follows ``.to(device)``, is not saved in checkpoints and starts
+    empty after a resume. It is per process and never gathered across GPUs: the
     official port (``ovdet/ovdet/methods/queues.py``) replaced the all-gather of the caption batch
     of the original Detic (``sync_caption_batch``) with this per-GPU queue, and we follow it.
     Under DDP keep ``broadcast_buffers=False`` (MMEngine's default), or rank 0 would overwrite
@@ -312,19 +315,28 @@ class DeticCaptionLoss(nn.Module):
                  loss_weight: float = COCO_CAPTION_WEIGHT) -> None:
         super().__init__()
         check_loss_settings(logit_scale, neg_weight, base_batch_size)
-        if isinstance(queue_size, bool) or not isinstance(queue_size, Integral) or queue_size < 0:
-            raise ValueError(f'queue_size must be an int >= 0 (0 disables the queue), got '
-                             f'{queue_size!r}')
         self.logit_scale = float(logit_scale)
         self.bias = make_logit_bias(bias, learn_bias)
         self.neg_weight = float(neg_weight)
-        self.queue_size = int(queue_size)
         self.base_batch_size = base_batch_size
         self.loss_weight = loss_weight
-        # The feature size is unknown until the first enqueue: an empty (0, 0) queue until then.
-        self.register_buffer('queue_feats', torch.zeros(0, 0), persistent=False)
-        self.register_buffer(
-            'queue_image_ids', torch.zeros(0, dtype=torch.int64), persistent=False)
+        self.queue = FeatureQueue(queue_size, name='captions', feats_arg='text_feats',
+                                  ids_arg='text_image_ids')
+
+    @property
+    def queue_size(self) -> int:
+        """Maximum number of queued captions."""
+        return self.queue.size
+
+    @property
+    def queue_feats(self) -> Tensor:
+        """The queued caption embeddings, shape (L, D), newest first."""
+        return self.queue.feats
+
+    @property
+    def queue_image_ids(self) -> Tensor:
+        """The image ids of the queued captions, shape (L,)."""
+        return self.queue.ids
 
     def forward(self,
                 region_feats: Tensor,
@@ -346,11 +358,7 @@ class DeticCaptionLoss(nn.Module):
         Returns:
             Tensor: Scalar loss, times ``N / base_batch_size`` if set, times ``loss_weight``.
         """
-        columns, column_ids = text_feats, text_image_ids
-        if self.queue_image_ids.numel() > 0:
-            self._check_queue_width(text_feats)
-            columns = torch.cat([text_feats, self.queue_feats.to(text_feats)])
-            column_ids = torch.cat([text_image_ids, self.queue_image_ids.to(text_image_ids)])
+        columns, column_ids = self.queue.extend(text_feats, text_image_ids)
         loss = detic_caption_loss(region_feats, columns, region_image_ids, column_ids,
                                   self.logit_scale, self.bias, self.neg_weight)
         if update_queue:
@@ -370,35 +378,11 @@ class DeticCaptionLoss(nn.Module):
             text_feats (Tensor): Caption embeddings, shape (M, D); stored detached (a copy).
             text_image_ids (Tensor): Int64 image id of each caption, shape (M,), >= 0.
         """
-        if text_feats.dim() != 2:
-            raise ValueError(f'text_feats must be a 2-D tensor of shape (M, D), got shape '
-                             f'{tuple(text_feats.shape)}')
-        if (text_image_ids.dtype != torch.int64
-                or text_image_ids.shape != (text_feats.shape[0], )):
-            raise ValueError(f'text_image_ids must be an int64 tensor of shape '
-                             f'({text_feats.shape[0]},), got shape {tuple(text_image_ids.shape)} '
-                             f'and dtype {text_image_ids.dtype}')
-        if (text_image_ids < 0).any():
+        # The queue checks the shapes and dtype; the ids must also be >= 0 (the pad is -1).
+        if text_image_ids.dtype == torch.int64 and (text_image_ids < 0).any():
             raise ValueError(f'text_image_ids: image ids must be >= 0, got '
                              f'{text_image_ids.min().item()}')
-        if self.queue_size == 0 or text_feats.shape[0] == 0:
-            return
-        new_feats = text_feats.detach()[:self.queue_size]
-        new_ids = text_image_ids[:self.queue_size]
-        if self.queue_image_ids.numel() == 0:
-            self.queue_feats = new_feats.clone()
-            self.queue_image_ids = new_ids.clone()
-            return
-        self._check_queue_width(text_feats)
-        kept = self.queue_size - new_ids.shape[0]
-        self.queue_feats = torch.cat([new_feats, self.queue_feats[:kept].to(new_feats)])
-        self.queue_image_ids = torch.cat([new_ids, self.queue_image_ids[:kept].to(new_ids)])
-
-    def _check_queue_width(self, text_feats: Tensor) -> None:
-        """Raise a ValueError if ``text_feats`` has another feature size than the queue."""
-        if text_feats.dim() != 2 or text_feats.shape[1] != self.queue_feats.shape[1]:
-            raise ValueError(f'text_feats {tuple(text_feats.shape)}: feature size must be that '
-                             f'of the queued captions, {self.queue_feats.shape[1]}')
+        self.queue.push(text_feats, text_image_ids)
 
     def extra_repr(self) -> str:
         """Fields shown by ``repr``."""
