@@ -1,6 +1,6 @@
 # Toy Detic experiment, arm 1 "detection only": the stage-1 detector
 # (faster-rcnn_r18-fpn_toy-shapes-base.py) trained on for the iterations of the caption arms with
-# its base-class boxes alone. tools/misc/detic_toy_arms.sh sets load_from to the stage-1 result.
+# its base-class boxes alone. tools/misc/caption_toy_arms.sh sets load_from to the stage-1 result.
 _base_ = './faster-rcnn_r18-fpn_toy-shapes-base.py'
 
 # BatchNorm frozen from here on, with the statistics stage 1 learned, as the official recipes
@@ -17,4 +17,4 @@ param_scheduler = [
 ]
 default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters, max_keep_ckpts=1))
-load_from = 'work_dirs/detic_toy/base/iter_600.pth'  # the stage-1 run of detic_toy_arms.sh
+load_from = 'work_dirs/detic_toy/base/iter_600.pth'  # the stage-1 run of caption_toy_arms.sh

@@ -1,4 +1,4 @@
-# Stage 1 of the toy Detic experiment (tools/misc/detic_toy_arms.sh): a CPU-sized Faster R-CNN
+# Stage 1 of the toy Detic experiment (tools/misc/caption_toy_arms.sh): a CPU-sized Faster R-CNN
 # with Detic's sigmoid zero-shot box head, trained from scratch on the boxes of the 12 base
 # classes of the generated toy shapes (tools/misc/generate_toy_data.py); the 4 novel classes
 # (mmclim.datasets.TOY_NOVEL_CLASSES) are never boxed. The class names are embedded by the text

@@ -1,5 +1,6 @@
 # Copyright (c) mmclim contributors. All rights reserved.
+from .baron import BaronDetector
 from .detic import DeticDetector
 from .fvlm import FVLM
 
-__all__ = ['DeticDetector', 'FVLM']
+__all__ = ['BaronDetector', 'DeticDetector', 'FVLM']

@@ -178,10 +178,15 @@ class DeticDetector(TwoStageDetector):
             branches[branch] = spec
         return branches
 
+    @staticmethod
+    def _text_tower_fields(text_tower: nn.Module) -> dict:
+        """The box-head fields the text tower determines: its model and embedding size."""
+        return dict(clip_model_name=text_tower.model_name, embed_dim=text_tower.embed_dim)
+
     @classmethod
     def _with_text_tower(cls, roi_head: ConfigType, text_tower: nn.Module) -> ConfigDict:
-        """``roi_head`` with the box heads' ``clip_model_name`` and ``embed_dim`` filled in."""
-        derived = dict(clip_model_name=text_tower.model_name, embed_dim=text_tower.embed_dim)
+        """``roi_head`` with the box heads' fields that the text tower determines filled in."""
+        derived = cls._text_tower_fields(text_tower)
         field = f'{cls.__name__}.roi_head.bbox_head'
         heads = roi_head['bbox_head']
         if isinstance(heads, (list, tuple)):
@@ -263,14 +268,22 @@ class DeticDetector(TwoStageDetector):
         """The smallest box around ``boxes`` (n, 4), shape (4,)."""
         return torch.cat([boxes[:, :2].min(dim=0).values, boxes[:, 2:].max(dim=0).values])
 
+    @torch.no_grad()
+    def _proposals(self, x: Tuple[Tensor, ...], samples: SampleList) -> list:
+        """The RPN's proposals of caption images, without a graph (``train_cfg.rpn_proposal``).
+
+        Returns:
+            list[InstanceData]: Per image, ``bboxes`` (n, 4) in input pixels and ``scores`` (n,).
+        """
+        outs = self.rpn_head(x)
+        return self.rpn_head.predict_by_feat(
+            *outs, batch_img_metas=[s.metainfo for s in samples],
+            cfg=self.train_cfg.rpn_proposal, rescale=False)
+
     def _tag_boxes(self, x: Tuple[Tensor, ...], samples: SampleList,
                    regions: List[PseudoRegions]) -> List[Tensor]:
         """Detic's max-size box of each pseudo region; a group's is the union of its cells'."""
-        with torch.no_grad():
-            outs = self.rpn_head(x)
-            proposals = self.rpn_head.predict_by_feat(
-                *outs, batch_img_metas=[s.metainfo for s in samples],
-                cfg=self.train_cfg.rpn_proposal, rescale=False)
+        proposals = self._proposals(x, samples)
         tag_boxes = []
         for props, region in zip(proposals, regions):
             cells = region.boxes[:len(region.captions)]

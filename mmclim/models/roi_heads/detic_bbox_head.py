@@ -87,12 +87,27 @@ class DeticBBoxHead(ConvFCBBoxHead):
         if not self.with_cls:
             raise ValueError(f'{name}.with_cls: expected True, got False')
         # Replaces the linear classifier ConvFCBBoxHead built.
-        self.fc_cls = SigmoidTextClassifier(
-            self.cls_last_dim, class_embeddings, split_file, clip_model_name=clip_model_name,
-            embed_dim=embed_dim, logit_scale=logit_scale, bias=cls_bias)
+        self.fc_cls = self._build_classifier(
+            class_embeddings, split_file, clip_model_name=clip_model_name, embed_dim=embed_dim,
+            logit_scale=logit_scale, bias=cls_bias)
         if self.fc_cls.num_classes != num_classes:
             raise ValueError(f'{name}.num_classes: {num_classes}, but {class_embeddings} has '
                              f'{self.fc_cls.num_classes} rows')
+
+    def _build_classifier(self, class_embeddings: str, split_file: str,
+                          **kwargs) -> SigmoidTextClassifier:
+        """The zero-shot classifier on the ``cls_last_dim`` features (overridden by heads that
+        classify differently).
+
+        Args:
+            class_embeddings (str): The class-embedding file.
+            split_file (str): The split file.
+            **kwargs: ``clip_model_name``, ``embed_dim``, ``logit_scale`` and ``bias``.
+
+        Returns:
+            SigmoidTextClassifier: The classifier.
+        """
+        return SigmoidTextClassifier(self.cls_last_dim, class_embeddings, split_file, **kwargs)
 
     @property
     def classifier(self) -> SigmoidTextClassifier:
