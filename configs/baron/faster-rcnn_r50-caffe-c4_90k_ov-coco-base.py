@@ -6,7 +6,8 @@
 # (checkpoints/baron_coco_base.pth).
 #
 # Sources, cited as [S:n] (line n): wusize/ovdet configs/baron/ov_coco/
-# faster_rcnn_r50_caffe_c4_90k.py. It differs from the official Detic stage 1 (our parent,
+# faster_rcnn_r50_caffe_c4_90k.py; [H:n]: the defaults of its head, ovdet/models/roi_heads/
+# baron_bbox_heads/bbox_head.py. It differs from the official Detic stage 1 (our parent,
 # ../detic/faster-rcnn_r50-caffe-c4_90k_ov-coco-base.py, whose every other number is cited there
 # and is the same here: data, schedule, runtime, regression MLP, class weights) only in the
 # box head and its CLIP text tower.
@@ -37,8 +38,8 @@ model = dict(
         bbox_head=dict(
             type='BaronBBoxHead',  # [S:57]
             class_embeddings=class_embeddings,
-            num_words=4,  # BaronBBoxHead's default; word_dim follows from the text tower
-            word_drop_ratio=0.5,  # words_drop_ratio, BaronBBoxHead's default
+            num_words=4,  # [H:24]; word_dim (512 [H:24]) follows from the text tower
+            word_drop_ratio=0.5,  # words_drop_ratio [H:25]
             text_output='last_block',  # [S:63]
-            logit_scale=25.0,  # cls_temp [S:60], also at test time (test_cls_temp=None)
-            cls_bias=-20.0)))  # [S:59]
+            logit_scale=25.0,  # cls_temp [S:61], also at test time (test_cls_temp=None [H:26])
+            cls_bias=-20.0)))  # [S:60]
