@@ -37,7 +37,8 @@ mosaic_pipeline = [  # Detic + CLIM's [M:36-56]
         crop_scale=(1.0, 1.0),
         pseudo_box='image',
         pad_val=114,
-        max_cached_images=1024),
+        max_cached_images=1024,
+        all_captions=True),  # each cell's image's captions (see the parent)
     dict(type='Resize', scale=(800, 800), keep_ratio=True),
     dict(type='MultiBranch', branch_field={{_base_.branches}},
          mosaic_batch=dict(type='PackDetInputs', meta_keys={{_base_.caption_meta_keys}})),

@@ -20,6 +20,12 @@
 _base_ = '../detic/detic_r50-caffe-c4_45k_ov-coco-caption.py'
 
 batch_split = [2, 2]  # det_batch, caption_batch per GPU [D:50]
+# Every caption of a region's image is a positive of its bag (the official dataset keeps an
+# image's captions together, ovdet/datasets/coco_caption.py, and BaronCaption.get_losses embeds
+# them all): region_caption_lists, written by the transforms' all_captions=True.
+caption_meta_keys = ('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor', 'flip',
+                     'flip_direction', 'region_captions', 'region_caption_lists', 'image_ids',
+                     'mosaic_grid')
 
 model = dict(
     type='BaronDetector',
@@ -54,11 +60,12 @@ model = dict(
 backend_args = None
 caption_pipeline = [  # ovd_pipeline [D:18-33]: the caption images at the detection size
     dict(type='LoadImageFromFile', backend_args=backend_args),
-    dict(type='CaptionPseudoBox'),  # "the image box is taken as gt_boxes" (BaronCaption.sample)
+    # "the image box is taken as gt_boxes" (BaronCaption.sample), with all the captions
+    dict(type='CaptionPseudoBox', all_captions=True),
     dict(type='Resize', scale=(1333, 800), keep_ratio=True),  # [D:21]
     dict(type='RandomFlip', prob=0.5),  # [D:22]
     dict(type='MultiBranch', branch_field={{_base_.branches}},
-         caption_batch=dict(type='PackDetInputs', meta_keys={{_base_.caption_meta_keys}})),
+         caption_batch=dict(type='PackDetInputs', meta_keys=caption_meta_keys)),
 ]
 caption_dataset = dict(
     type='CocoCaptionPairDataset',  # CocoCaptionOVDDataset [D:42-49]

@@ -10,6 +10,10 @@
 _base_ = '../../detic/toy/detic_r18-fpn_toy-shapes-caption.py'
 
 batch_split = [4, 4]
+# Every caption of a region's image is a positive of its bag, as the recipe (2 per toy image).
+caption_meta_keys = ('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor', 'flip',
+                     'flip_direction', 'region_captions', 'region_caption_lists', 'image_ids',
+                     'mosaic_grid')
 model = dict(
     type='BaronDetector',
     roi_head=dict(
@@ -25,11 +29,11 @@ model = dict(
     bag_encoding=dict(max_perms=4, word_drop_ratio=0.5, positional_embedding=True))
 caption_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='CaptionPseudoBox'),
+    dict(type='CaptionPseudoBox', all_captions=True),
     dict(type='Resize', scale={{_base_.scene_size}}, keep_ratio=True),
     dict(type='RandomFlip', prob=0.5),
     dict(type='MultiBranch', branch_field={{_base_.branches}},
-         caption_batch=dict(type='PackDetInputs', meta_keys={{_base_.caption_meta_keys}})),
+         caption_batch=dict(type='PackDetInputs', meta_keys=caption_meta_keys)),
 ]
 caption_dataset = dict(
     type='CocoCaptionPairDataset',

@@ -38,6 +38,8 @@ class CaptionPseudoBox(BaseTransform):
     - region_captions (list[str]): the drawn caption
     - image_ids (list): ``[img_id]`` (``[None]`` when absent)
     - region_tags (list[list[int]], only when ``tags`` is given): ``[tags]``
+    - region_caption_lists (list[list[str]], only with ``all_captions``): ``[captions]``, every
+      caption of the image (BARON aligns the region with all of them)
     - mosaic_grid (tuple[int, int]): ``(1, 1)``
 
     Removed Keys:
@@ -46,7 +48,14 @@ class CaptionPseudoBox(BaseTransform):
 
     Pack with ``PackDetInputs(meta_keys=(..., 'region_captions', 'image_ids', 'region_tags',
     'mosaic_grid'))``.
+
+    Args:
+        all_captions (bool): Also write ``region_caption_lists`` (the official BARON caption loss
+            takes all of an image's captions as its positives). Defaults to False.
     """
+
+    def __init__(self, all_captions: bool = False) -> None:
+        self.all_captions = bool(all_captions)
 
     @cache_randomness
     def _choose_caption(self, num_captions: int) -> int:
@@ -74,7 +83,9 @@ class CaptionPseudoBox(BaseTransform):
         results['mosaic_grid'] = SINGLE_IMAGE_GRID
         if 'tags' in results:
             results['region_tags'] = [list(results.pop('tags'))]
+        if self.all_captions:
+            results['region_caption_lists'] = [list(captions)]
         return results
 
     def __repr__(self) -> str:
-        return f'{type(self).__name__}()'
+        return f'{type(self).__name__}(all_captions={self.all_captions})'

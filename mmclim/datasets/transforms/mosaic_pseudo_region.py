@@ -108,6 +108,8 @@ class MosaicPseudoRegion(BaseTransform):
     - region_captions (list[str]): one caption per cell, drawn from its image's captions
     - image_ids (list): ``img_id`` of each cell's source image (None when absent)
     - region_tags (list[list[int]], only when the images have ``tags``): each cell's image's tags
+    - region_caption_lists (list[list[str]], only with ``all_captions``): every caption of each
+      cell's image (BARON aligns a region with all of them)
     - mosaic_grid (tuple[int, int]): ``(rows, cols)``, the drawn grid
 
     Removed Keys:
@@ -141,6 +143,9 @@ class MosaicPseudoRegion(BaseTransform):
         cell_size (int, optional): Side of every cell in pixels; the canvas of a ``rows x cols``
             grid is then ``(rows * cell_size, cols * cell_size)`` (the official mosaic: 400).
             Not with ``canvas_size``. Defaults to None (a fixed canvas).
+        all_captions (bool): Also write ``region_caption_lists``, every caption of each cell's
+            image (the official BARON caption loss takes all of an image's captions as its
+            positives). Defaults to False.
     """
 
     def __init__(self,
@@ -152,8 +157,10 @@ class MosaicPseudoRegion(BaseTransform):
                  max_upscale: float = DEFAULT_MAX_UPSCALE,
                  interpolation: int = cv2.INTER_LINEAR,
                  pseudo_box: str = 'cell',
-                 cell_size: Optional[int] = None) -> None:
+                 cell_size: Optional[int] = None,
+                 all_captions: bool = False) -> None:
         name = type(self).__name__
+        self.all_captions = bool(all_captions)
         self.policy = MosaicPolicy(grid_choices, field=name)
         self.grid_choices = self.policy.grid_choices
         self.cell_size = cell_size
@@ -353,6 +360,8 @@ class MosaicPseudoRegion(BaseTransform):
             mosaic_grid=grid)
         if region_tags is not None:
             out['region_tags'] = region_tags
+        if self.all_captions:
+            out['region_caption_lists'] = [list(source['captions']) for source in sources]
         return out
 
     def transform(self, results: dict) -> dict:
@@ -378,4 +387,5 @@ class MosaicPseudoRegion(BaseTransform):
                 f'canvas_size={self.canvas_size}, crop_scale={self.crop_scale}, '
                 f'keep_ratio={self.keep_ratio}, pad_val={self.pad_val}, '
                 f'max_upscale={self.max_upscale}, interpolation={self.interpolation}, '
-                f'pseudo_box={self.pseudo_box!r}, cell_size={self.cell_size})')
+                f'pseudo_box={self.pseudo_box!r}, cell_size={self.cell_size}, '
+                f'all_captions={self.all_captions})')

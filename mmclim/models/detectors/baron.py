@@ -29,13 +29,15 @@ class Bags(NamedTuple):
             (n_i, 4) in input pixels; each bag ends with its frame (the pseudo box).
         normed_boxes (Tensor): Every box relative to its bag's frame, shape (sum n_i, 4).
         sizes (List[int]): Number of boxes of each bag, in order.
-        captions (List[str]): The caption of each bag.
+        captions (List[List[str]]): The captions each bag is aligned with: every caption of its
+            image when the samples carry ``region_caption_lists`` (the official loss), else
+            the one drawn caption.
         image_ids (List): The source image id of each bag.
     """
     boxes: List[Tensor]
     normed_boxes: Tensor
     sizes: List[int]
-    captions: List[str]
+    captions: List[List[str]]
     image_ids: list
 
 
@@ -62,10 +64,13 @@ class BaronDetector(DeticDetector):
        ``word_drop_ratio``, is read by the text tower as one sentence: the bag embedding
        (CLIP's projected output);
     4. :class:`~mmclim.models.losses.BaronCaptionLoss` aligns the bag embeddings with the
-       caption embeddings of their pseudo regions (positives by source image id, queues).
+       caption embeddings of their pseudo regions (positives by source image id, queues): every
+       caption of the region's image when the pipeline keeps them (``all_captions=True`` of
+       :class:`~mmclim.datasets.transforms.CaptionPseudoBox` and the mosaic transforms, which
+       write ``region_caption_lists``; the official loss), else the one drawn caption.
 
     With CLIM the bag's frame is the pseudo region, so its proposals come from inside that cell
-    and its embedding is aligned with that cell's caption.
+    and its embedding is aligned with that cell's image's captions.
 
     Args:
         backbone (dict): Backbone config.
@@ -169,8 +174,11 @@ class BaronDetector(DeticDetector):
               regions: List[PseudoRegions]) -> Bags:
         """Sample one bag of proposals inside each pseudo region; its frame joins it, last."""
         proposals = self._proposals(x, samples)
-        boxes, normed, sizes = [], [], []
-        for props, region in zip(proposals, regions):
+        boxes, normed, sizes, captions = [], [], [], []
+        for props, region, sample in zip(proposals, regions, samples):
+            lists = sample.metainfo.get('region_caption_lists')
+            captions += ([list(lists[i]) for i in sample.gt_instances.labels.tolist()]
+                         if lists is not None else [[c] for c in region.captions])
             image_boxes = [region.boxes.new_zeros(0, 4)]
             for frame in region.boxes:
                 bag = torch.cat([
@@ -181,8 +189,7 @@ class BaronDetector(DeticDetector):
                 normed.append(normalize_boxes(bag, frame))
                 sizes.append(bag.shape[0])
             boxes.append(torch.cat(image_boxes).detach())
-        return Bags(boxes, torch.cat(normed), sizes,
-                    [c for region in regions for c in region.captions],
+        return Bags(boxes, torch.cat(normed), sizes, captions,
                     [i for region in regions for i in region.image_ids])
 
     def bag_embeddings(self, words: Tensor, normed_boxes: Tensor,
@@ -238,7 +245,10 @@ class BaronDetector(DeticDetector):
         [(words, _)] = self.roi_head.region_embeddings(x, bags.boxes)
         embeddings, owners = self.bag_embeddings(words, bags.normed_boxes, bags.sizes)
         device = embeddings.device
-        captions = self.text_encoder(bags.captions).to(device)
-        caption_ids = image_ids_to_tensor(bags.image_ids).to(device)
-        loss = self.caption_loss(embeddings, captions, caption_ids[owners], caption_ids)
+        region_ids = image_ids_to_tensor(bags.image_ids).to(device)
+        texts = [caption for captions in bags.captions for caption in captions]
+        text_ids = region_ids.repeat_interleave(
+            torch.tensor([len(captions) for captions in bags.captions], device=device))
+        loss = self.caption_loss(embeddings, self.text_encoder(texts).to(device),
+                                 region_ids[owners], text_ids)
         return {'loss_caption': loss}

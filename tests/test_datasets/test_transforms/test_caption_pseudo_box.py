@@ -28,7 +28,7 @@ def test_whole_image_box_and_region_fields() -> None:
     assert out['mosaic_grid'] == (1, 1)
     assert 'captions' not in out and 'tags' not in out
     assert 'region_tags' not in CaptionPseudoBox()(caption_image())
-    assert repr(CaptionPseudoBox()) == 'CaptionPseudoBox()'
+    assert repr(CaptionPseudoBox()) == 'CaptionPseudoBox(all_captions=False)'
 
 
 def test_caption_is_drawn_at_random() -> None:
@@ -71,3 +71,11 @@ def test_bad_captions_name_the_image(captions) -> None:
         CaptionPseudoBox()(results)
     with pytest.raises(ValueError, match=r'no decoded image for five\.jpg'):
         CaptionPseudoBox()(dict(caption_image(), img=None))
+
+
+def test_all_captions_for_baron() -> None:
+    out = CaptionPseudoBox(all_captions=True)(caption_image())
+    assert out['region_caption_lists'] == [['a cat', 'a small cat', 'a kitten']]
+    assert out['region_captions'][0] in out['region_caption_lists'][0]
+    assert 'region_caption_lists' not in CaptionPseudoBox()(caption_image())
+    assert repr(CaptionPseudoBox(all_captions=True)) == 'CaptionPseudoBox(all_captions=True)'

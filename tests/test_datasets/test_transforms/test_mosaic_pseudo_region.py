@@ -281,3 +281,26 @@ def test_detic_options_have_clear_errors() -> None:
     del sources[2]['tags']
     with pytest.raises(ValueError, match=r'image 2\.jpg has no "tags" but other images'):
         MosaicPseudoRegion(grid_choices=[2], cell_size=40)(mix(sources))
+
+
+def test_all_captions_of_each_cell_for_baron() -> None:
+    init_default_scope('mmdet')
+    sources = flat_sources([(40, 40)] * 9)
+    for i, source in enumerate(sources):
+        source['captions'] = [f'caption {i}', f'another caption {i}']
+    pipeline = Compose([
+        dict(type='CachedMosaicPseudoRegion', grid_choices=[3], cell_size=20,
+             max_cached_images=10, all_captions=True, **DETIC_MOSAIC),
+        dict(type='RandomFlip', prob=1.0),
+    ])
+    for source in sources:
+        out = pipeline(dict(source, img=source['img'].copy()))
+    # After the flip, region i (label i) still has the captions of its own image.
+    assert len(out['region_caption_lists']) == 9
+    for label in out['gt_bboxes_labels']:
+        image_id = out['image_ids'][label]
+        assert out['region_caption_lists'][label] == [
+            f'caption {image_id}', f'another caption {image_id}']
+        assert out['region_captions'][label] in out['region_caption_lists'][label]
+    assert 'region_caption_lists' not in MosaicPseudoRegion(grid_choices=[2])(
+        mix(square_sources(np.zeros((128, 128, 3), np.uint8), 4)))

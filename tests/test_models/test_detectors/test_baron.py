@@ -16,11 +16,13 @@ import pytest
 import torch
 from mmdet.registry import MODELS
 from mmengine.config import Config
+from mmengine.dataset import pseudo_collate
 from mmengine.registry import init_default_scope
 
 from mmclim.models.detectors import BaronDetector
+from mmclim.models.losses import image_ids_to_tensor
 from mmclim.structures import save_class_embeddings
-from tests.test_models.test_detectors.test_detic import build, make_batch
+from tests.test_models.test_detectors.test_detic import Compose, build, make_batch
 from tests.test_models.test_roi_heads.vocabulary_files import write_vocabulary
 
 CONFIGS = Path(__file__).resolve().parents[3] / 'configs' / 'baron'
@@ -206,3 +208,35 @@ def test_config_errors_name_the_field(tmp_path: Path) -> None:
         model_cfg.roi_head.bbox_head.pop(key)
     with pytest.raises(ValueError, match=r"roi_head.bbox_head: expected type='BaronBBoxHead'"):
         MODELS.build(model_cfg)
+
+
+def test_every_caption_of_a_region_is_a_positive_of_its_bags(tmp_path: Path) -> None:
+    cfg = shrunk('toy/baron-clim_r18-fpn_toy-shapes-caption.py', tmp_path)
+    model = build(cfg)
+    branches = list(cfg.branches)
+    pack = dict(type='PackDetInputs', meta_keys=cfg.caption_meta_keys)
+    mosaic = Compose([
+        dict(type='MosaicPseudoRegion', grid_choices=[(2, 2)], cell_size=32, keep_ratio=True,
+             crop_scale=(1.0, 1.0), pseudo_box='image', all_captions=True),
+        dict(type='MultiBranch', branch_field=branches, mosaic_batch=pack)])
+    sources = [dict(img=np.full((24, 32, 3), 40 * i, np.uint8), img_shape=(24, 32),
+                    ori_shape=(24, 32), img_id=7 + i, img_path=f'{i}.jpg',
+                    captions=[f'caption {i}'] * (1 + i % 2)) for i in range(4)]
+    batch = pseudo_collate([mosaic(dict(sources[0], mix_results=sources[1:]))])
+    data = model.data_preprocessor(batch, True)
+    seen = {}
+
+    def spy(bag_feats, caption_feats, bag_ids, caption_ids):
+        seen.update(bags=bag_ids, captions=caption_ids, rows=caption_feats.shape[0])
+        return bag_feats.sum() * 0
+
+    model.caption_loss.forward = spy
+    model.caption_branch_loss(data['inputs']['mosaic_batch'],
+                              data['data_samples']['mosaic_batch'],
+                              cfg.model.caption_branches['mosaic_batch'])
+    # Images 7-10 with 1, 2, 1, 2 captions: 6 caption rows, each with its image's id; every bag
+    # (a one-box bag when no proposal passes: 1 order) carries its region's id.
+    ids = image_ids_to_tensor([7, 8, 9, 10])
+    assert seen['rows'] == 6
+    assert seen['captions'].tolist() == ids.repeat_interleave(torch.tensor([1, 2, 1, 2])).tolist()
+    assert set(seen['bags'].tolist()) == set(ids.tolist())
