@@ -19,7 +19,7 @@ of mmdet's labels for these files and of the rows of the class embeddings.
 import json
 import logging
 from pathlib import Path
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -212,6 +212,33 @@ def _id_list(record: Any, key: str, path: str) -> List[int]:
     if len(set(ids)) != len(ids):
         raise ValueError(f'{path}: {key!r} repeats category ids')
     return ids
+
+
+def load_vocabulary(class_embeddings: str, split_file: str, field: str,
+                    **checks: Any) -> Tuple[Tensor, Tensor]:
+    """A classifier's vocabulary: its class embeddings and the novel mask of their split.
+
+    Args:
+        class_embeddings (str): The ``.npy`` (with its sidecar) of :func:`load_class_embeddings`.
+        split_file (str): The split of the same classes (:func:`read_split_file`).
+        field (str): The config field holding both, e.g. ``'bbox_head'``, for errors.
+        **checks: ``model_name``, ``embed_dim``, ``num_rows``, ``text_output`` of
+            :func:`load_class_embeddings`.
+
+    Returns:
+        tuple[Tensor, Tensor]: The unit embeddings (C, D) and the bool novel mask (C,).
+
+    Raises:
+        ValueError: The split lists another number of classes than the embeddings' rows.
+    """
+    embeddings = load_class_embeddings(class_embeddings, field=f'{field}.class_embeddings',
+                                       **checks)
+    novel_mask = read_split_file(split_file).novel_mask()
+    if len(novel_mask) != embeddings.shape[0]:
+        raise ValueError(f'{field}.split_file: {split_file} lists {len(novel_mask)} base and '
+                         f'novel classes, expected {embeddings.shape[0]} (the rows of '
+                         f'{class_embeddings})')
+    return embeddings, novel_mask
 
 
 def read_split_file(path: str) -> OVSplit:

@@ -10,8 +10,8 @@ from torch.nn.utils.rnn import pad_sequence
 
 from ..losses import BaronCaptionLoss, image_ids_to_tensor
 from ..roi_heads.baron_bbox_head import BaronBBoxHead
-from ..utils.bag_of_regions import (BAG_SAMPLING_DEFAULTS, BoxPositionalEmbedding, drop_words,
-                                    normalize_boxes, random_permutations, sample_bag)
+from ..utils.bag_of_regions import (BAG_SAMPLING_DEFAULTS, BoxPositionalEmbedding, boxes_in_frame,
+                                    drop_words, random_permutations, sample_bag)
 from .detic import DeticDetector, PseudoRegions
 
 # The official BaronCaption's bag encoding (wusize/ovdet configs/baron/ov_coco/
@@ -186,7 +186,7 @@ class BaronDetector(DeticDetector):
                     frame[None]
                 ])
                 image_boxes.append(bag)
-                normed.append(normalize_boxes(bag, frame))
+                normed.append(boxes_in_frame(bag, frame))
                 sizes.append(bag.shape[0])
             boxes.append(torch.cat(image_boxes).detach())
         return Bags(boxes, torch.cat(normed), sizes, captions,

@@ -4,7 +4,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from mmclim.structures import load_class_embeddings, read_split_file
+from mmclim.structures import load_vocabulary
 from ..utils.bag_of_regions import drop_words
 
 # Official BaronBBoxHead (wusize/ovdet ovdet/models/roi_heads/baron_bbox_heads/bbox_head.py):
@@ -80,14 +80,9 @@ class PseudoWordClassifier(nn.Module):
             raise ValueError(f'{field}.logit_scale: expected a positive number, got '
                              f'{logit_scale}')
         out_dim = word_dim if text_output == 'last_block' else embed_dim
-        embeddings = load_class_embeddings(class_embeddings, model_name=clip_model_name,
-                                           embed_dim=out_dim, text_output=text_output,
-                                           field=f'{field}.class_embeddings')
-        novel_mask = read_split_file(split_file).novel_mask()
-        if len(novel_mask) != embeddings.shape[0]:
-            raise ValueError(f'{field}.split_file: {split_file} lists {len(novel_mask)} base and '
-                             f'novel classes, expected {embeddings.shape[0]} (the rows of '
-                             f'{class_embeddings})')
+        embeddings, novel_mask = load_vocabulary(
+            class_embeddings, split_file, field, model_name=clip_model_name, embed_dim=out_dim,
+            text_output=text_output)
         self.register_buffer('class_embeddings', embeddings, persistent=False)
         self.register_buffer('novel_mask', novel_mask, persistent=False)
         self.num_words = num_words

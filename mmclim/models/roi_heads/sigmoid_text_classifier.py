@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmclim.structures import load_class_embeddings, read_split_file
+from mmclim.structures import load_vocabulary
 
 
 class SigmoidTextClassifier(nn.Module):
@@ -47,13 +47,8 @@ class SigmoidTextClassifier(nn.Module):
         super().__init__()
         if logit_scale <= 0:
             raise ValueError(f'logit_scale: expected a positive number, got {logit_scale}')
-        embeddings = load_class_embeddings(class_embeddings, model_name=clip_model_name,
-                                           embed_dim=embed_dim, field='bbox_head.class_embeddings')
-        novel_mask = read_split_file(split_file).novel_mask()
-        if len(novel_mask) != embeddings.shape[0]:
-            raise ValueError(f'bbox_head.split_file: {split_file} lists {len(novel_mask)} base '
-                             f'and novel classes, expected {embeddings.shape[0]} (the rows of '
-                             f'{class_embeddings})')
+        embeddings, novel_mask = load_vocabulary(class_embeddings, split_file, 'bbox_head',
+                                                 model_name=clip_model_name, embed_dim=embed_dim)
         self.register_buffer('class_embeddings', embeddings, persistent=False)
         self.register_buffer('novel_mask', novel_mask, persistent=False)
         self.projection = nn.Linear(in_features, embeddings.shape[1])

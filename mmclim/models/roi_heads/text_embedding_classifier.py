@@ -7,7 +7,7 @@ from mmdet.utils import OptMultiConfig
 from mmengine.model import BaseModule, xavier_init
 from torch import Tensor, nn
 
-from mmclim.structures import load_class_embeddings, read_split_file
+from mmclim.structures import load_vocabulary
 from .fvlm_scores import cosine_logits
 
 # The official FVLMConvFCBBoxHead (ovdet/ovdet/models/roi_heads/fvlm_bbox_heads/
@@ -72,15 +72,10 @@ class TextEmbeddingClassifier(BaseModule):
         name = type(self).__name__
         if logit_scale <= 0:
             raise ValueError(f'{name}.logit_scale: expected a positive number, got {logit_scale}')
-        embeddings = load_class_embeddings(class_embeddings, model_name=clip_model_name,
-                                           embed_dim=embed_dim, num_rows=out_features - 1,
-                                           field=f'{name}.class_embeddings')
-        num_classes, embed_dim = embeddings.shape
-        novel_mask = read_split_file(split_file).novel_mask()
-        if len(novel_mask) != num_classes:
-            raise ValueError(f'{name}.split_file: {split_file} lists {len(novel_mask)} base and '
-                             f'novel classes, expected {num_classes} (the rows of '
-                             f'{class_embeddings})')
+        embeddings, novel_mask = load_vocabulary(
+            class_embeddings, split_file, name, model_name=clip_model_name, embed_dim=embed_dim,
+            num_rows=out_features - 1)
+        embed_dim = embeddings.shape[1]
         self.register_buffer('class_embeddings', embeddings, persistent=False)
         self.register_buffer('novel_mask', novel_mask, persistent=False)
         self.projection = nn.Linear(in_features, embed_dim)

@@ -178,7 +178,7 @@ def sample_bag(boxes: Tensor,
     return clipped[order]
 
 
-def normalize_boxes(boxes: Tensor, frame: Tensor) -> Tensor:
+def boxes_in_frame(boxes: Tensor, frame: Tensor) -> Tensor:
     """Box coordinates relative to ``frame``: the frame itself is (0, 0, 1, 1).
 
     The official ``get_normed_boxes`` (``ovdet/methods/baron/utils.py``), without its 1e-12 in
@@ -276,7 +276,7 @@ class BoxPositionalEmbedding(nn.Module):
             nn.Linear(self.word_dim, self.num_words * self.word_dim))
 
     def forward(self, normed_boxes: Tensor) -> Tensor:
-        """Embed boxes given relative to their frame (:func:`normalize_boxes`).
+        """Embed boxes given relative to their frame (:func:`boxes_in_frame`).
 
         Args:
             normed_boxes (Tensor): Boxes (x1, y1, x2, y2) normalised to their frame, shape

@@ -22,7 +22,7 @@ from mmengine.registry import init_default_scope
 from mmclim.models.detectors import BaronDetector
 from mmclim.models.losses import image_ids_to_tensor
 from mmclim.structures import save_class_embeddings
-from tests.test_models.test_detectors.test_detic import Compose, build, make_batch
+from tests.test_models.test_detectors.test_detic import Compose, build, make_batch, shrink_backbone
 from tests.test_models.test_roi_heads.vocabulary_files import write_vocabulary
 
 CONFIGS = Path(__file__).resolve().parents[3] / 'configs' / 'baron'
@@ -50,14 +50,7 @@ def shrunk(name: str, tmp_path: Path) -> Config:
     """The shipped config with a ResNet-18 backbone, the tiny text tower and test vocabularies."""
     cfg = Config.fromfile(str(CONFIGS / name))
     model = cfg.model
-    model.backbone.depth = 18
-    model.backbone.init_cfg = None
-    if model.roi_head.get('shared_head') is not None:  # R50-C4: res5 is the backbone's stage 4
-        model.roi_head.shared_head.depth = 18
-        model.roi_head.shared_head.init_cfg = None
-        model.rpn_head.in_channels = 256
-        model.roi_head.bbox_roi_extractor.out_channels = 256
-        model.roi_head.bbox_head.in_channels = 512
+    shrink_backbone(model)
     model.text_encoder = dict(type='CLIPTextEncoder', model_name=TEXT_MODEL)
     head = model.roi_head.bbox_head
     text_output = head.get('text_output', 'projection')
@@ -141,7 +134,8 @@ def test_mosaic_bags_stay_in_their_pseudo_regions(tmp_path: Path) -> None:
     bags = model._bags(x, samples, regions)
     cells = samples[0].gt_instances.bboxes
     assert len(bags.sizes) == 9 == len(cells)
-    assert bags.captions == regions[0].captions and bags.image_ids == regions[0].image_ids
+    assert bags.captions == [[c] for c in regions[0].captions]  # one caption per region here
+    assert bags.image_ids == regions[0].image_ids
     max_num = model.bag_sampling['max_num']
     for bag, cell, normed in zip(bags.boxes[0].split(bags.sizes), cells,
                                  bags.normed_boxes.split(bags.sizes)):

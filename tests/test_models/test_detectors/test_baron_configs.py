@@ -8,6 +8,7 @@ cited as file:line:
   D = configs/_base_/datasets/coco_ovd_caption.py
   H = ovdet/models/roi_heads/baron_bbox_heads/bbox_head.py (BaronBBoxHead's defaults)
   U = ovdet/methods/baron/utils.py (SinePositionalEncoding's defaults)
+  CD = ovdet/datasets/coco_caption.py; BC = ovdet/methods/baron/baron_caption.py
 and, for the schedule of the paper's two-stage re-implementation, from the CLIM code
 (github.com/wusize/CLIM, ovdet/): H45 = configs/_base_/schedules/schedule_45k.py. The values the
 paper and code leave open (ours) are checked too, so that a change to them is deliberate.
@@ -59,6 +60,8 @@ EXPECTED = [  # (config, key, official value, source)
     (STAGE1, 'train_cfg.max_iters', 90000, 'schedule_90k (S:4)'),
     (CAPTION, 'train_dataloader.sampler.source_ratio', [2, 2], 'D:50'),
     (CAPTION, 'caption_pipeline.2.scale', (1333, 800), 'D:21'),
+    (CAPTION, 'caption_pipeline.1.all_captions', True,
+     'every caption of an image: CD:49, BaronCaption.get_losses BC:94-98'),
     (CAPTION, 'model.text_encoder.model_name', 'ViT-B-32-quickgelu', 'B:22 ViT-B/32'),
     (CAPTION, 'model.roi_head.bbox_head.text_output', 'last_block', 'B:95'),
     (CAPTION, 'model.roi_head.bbox_head.num_words', 4, 'B:41'),
@@ -83,6 +86,7 @@ EXPECTED = [  # (config, key, official value, source)
     (CLIM, 'train_dataloader.sampler.source_ratio', [2, 1, 1], 'ours: D:50 split as Detic+CLIM'),
     (CLIM, 'mosaic_pipeline.2.grid_choices', [(2, 2), (3, 3), (4, 4)], 'Detic + CLIM'),
     (CLIM, 'mosaic_pipeline.2.cell_size', 400, 'Detic + CLIM'),
+    (CLIM, 'mosaic_pipeline.2.all_captions', True, 'as the single images (CD:49)'),
     (CLIM, 'model.caption_branches', dict(caption_batch=dict(caption=True),
                                           mosaic_batch=dict(caption=True)), 'paper'),
 ]

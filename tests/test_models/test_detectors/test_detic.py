@@ -59,10 +59,9 @@ def _bbox_heads(model_cfg) -> List[dict]:
     return list(heads) if isinstance(heads, (list, tuple)) else [heads]
 
 
-def shrunk(name: str, tmp_path: Path) -> Config:
-    """The shipped config with a ResNet-18 backbone, the tiny text tower and test vocabularies."""
-    cfg = Config.fromfile(str(CONFIGS / name))
-    model = cfg.model
+def shrink_backbone(model) -> None:
+    """A detector config's backbone (and res5 head) made ResNet-18 without pretrained weights,
+    the channels after it to match."""
     model.backbone.depth = 18
     model.backbone.init_cfg = None
     if model.roi_head.get('shared_head') is not None:  # R50-C4: res5 is the backbone's stage 4
@@ -74,6 +73,13 @@ def shrunk(name: str, tmp_path: Path) -> Config:
     else:  # FPN on C3-C5 (OV-LVIS) or on C2-C5 (the toy, already narrow)
         if model.backbone.get('base_channels') is None:
             model.neck.in_channels = [64 * 2**i for i in model.backbone.out_indices]
+
+
+def shrunk(name: str, tmp_path: Path) -> Config:
+    """The shipped config with a ResNet-18 backbone, the tiny text tower and test vocabularies."""
+    cfg = Config.fromfile(str(CONFIGS / name))
+    model = cfg.model
+    shrink_backbone(model)
     if model.get('text_encoder') is not None:
         model.text_encoder = dict(type='CLIPTextEncoder', model_name=TEXT_MODEL)
     heads = _bbox_heads(model)

@@ -1,6 +1,6 @@
 # Copyright (c) mmclim contributors. All rights reserved.
 """Bags of regions: sample_bag on hand-made proposals of one mosaic cell (each filter removes the
-proposal built to fail it, and lets it through once relaxed), normalize_boxes, the sine box
+proposal built to fail it, and lets it through once relaxed), boxes_in_frame, the sine box
 encoding worked by hand, BoxPositionalEmbedding, random_permutations and drop_words."""
 import math
 from typing import Set, Tuple
@@ -8,9 +8,8 @@ from typing import Set, Tuple
 import pytest
 import torch
 
-from mmclim.models.utils import (BAG_SAMPLING_DEFAULTS, BoxPositionalEmbedding, drop_words,
-                                 normalize_boxes, random_permutations, sample_bag,
-                                 sine_box_encoding)
+from mmclim.models.utils import (BAG_SAMPLING_DEFAULTS, BoxPositionalEmbedding, boxes_in_frame,
+                                 drop_words, random_permutations, sample_bag, sine_box_encoding)
 
 # The top-left cell of a 2x2 mosaic of 200 x 200: its right neighbour starts at x = 100.
 FRAME = [0.0, 0.0, 100.0, 100.0]
@@ -157,9 +156,9 @@ def test_normalize_boxes_hand_case() -> None:
     frame = torch.tensor([10.0, 20.0, 50.0, 100.0])  # 40 wide, 80 high
     boxes = torch.tensor([[20.0, 40.0, 30.0, 60.0], [10.0, 20.0, 50.0, 100.0]])
     # ((20 - 10) / 40, (40 - 20) / 80, (30 - 10) / 40, (60 - 20) / 80)
-    assert normalize_boxes(boxes, frame).tolist() == [[0.25, 0.25, 0.5, 0.5], [0, 0, 1, 1]]
+    assert boxes_in_frame(boxes, frame).tolist() == [[0.25, 0.25, 0.5, 0.5], [0, 0, 1, 1]]
     with pytest.raises(ValueError, match=r'boxes must have shape \(N, 4\)'):
-        normalize_boxes(torch.zeros(4), frame)
+        boxes_in_frame(torch.zeros(4), frame)
 
 
 def test_sine_box_encoding_by_hand() -> None:
