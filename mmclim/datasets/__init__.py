@@ -1,4 +1,5 @@
 # Copyright (c) mmclim contributors. All rights reserved.
+from .bad_image import BadImageError
 from .caption_dataset import CaptionDataset
 from .cc3m_caption import CC3MCaptionDataset
 from .coco_caption_pair import CocoCaptionPairDataset
@@ -10,7 +11,8 @@ from .transforms import (CachedMosaicPseudoRegion, CaptionPseudoBox, LoadPanopti
                          MosaicPseudoRegion, RandomResizedCrop)
 
 __all__ = [
-    'CaptionDataset', 'CaptionPseudoBox', 'CC3MCaptionDataset', 'CocoCaptionPairDataset',
+    'BadImageError', 'CaptionDataset', 'CaptionPseudoBox', 'CC3MCaptionDataset',
+    'CocoCaptionPairDataset',
     'class_names', 'ExactMultiSourceSampler', 'generate_shape_captions', 'generate_shape_scenes',
     'MosaicPseudoRegion', 'CachedMosaicPseudoRegion', 'LoadPanopticRegions',
     'OV_COCO_BASE_CLASSES', 'OV_COCO_CLASSES', 'OV_COCO_NOVEL_CLASSES', 'RandomResizedCrop',

@@ -1,15 +1,36 @@
 # Copyright (c) mmclim contributors. All rights reserved.
 """Image-caption datasets: the shared validation and reporting of bad entries."""
+import logging
+import os
 import os.path as osp
+from multiprocessing.util import Finalize
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import cv2
+from mmcv.transforms import LoadImageFromFile
 from mmengine.dataset import BaseDataset
 from mmengine.fileio import exists, get_local_path, load
 from mmengine.logging import print_log
+from PIL import Image
 
-# How many offending image ids the start-up report names.
+from .bad_image import TOO_SMALL_IMAGE, BadImageError, load_failure_reason
+
+# How many offending image ids (or files) a report names.
 NUM_REPORTED_IDS = 5
 BAD_ENTRY_POLICIES = ('skip', 'raise')
+# Images skipped at load time are logged at the first skip, then at every this many-th skip of
+# the process, with the counts so far.
+BAD_IMAGE_LOG_INTERVAL = 100
+# The shorter side, in pixels, below which a decoded image is a bad entry (``min_image_size``):
+# under one patch of the smallest tower here (``mmclim-toy-vit``, patch 8), such an image (the
+# 1x1 spacers of web-crawled caption sets) only becomes a pseudo region or a training image by
+# being blown up into a flat patch of colour.
+DEFAULT_MIN_IMAGE_SIZE = 8
+# What a loading transform (``LoadImageFromFile``) raises on a file it cannot read or decode:
+# ``FileNotFoundError`` and Pillow's errors are ``OSError``; mmcv asserts when cv2 returns None;
+# cv2 raises ``cv2.error`` on a 0-byte buffer; Pillow refuses decompression bombs (over twice
+# ``Image.MAX_IMAGE_PIXELS``).
+LOAD_ERRORS = (OSError, AssertionError, ValueError, cv2.error, Image.DecompressionBombError)
 
 # The fields of a caption file with image tags (Detic's ``captions_train2017_tags_allcaps.json``
 # and CC3M ``train_image_info_tags.json``, or ``tools/dataset_converters/add_caption_tags.py``):
@@ -19,6 +40,11 @@ IMAGES_FIELD = 'images'
 INLINE_CAPTIONS_FIELD = 'captions'
 TAGS_FIELD = 'pos_category_ids'
 CATEGORIES_FIELD = 'categories'
+# Bad entries of a caption file counted at start-up (``CaptionDataset.bad_entries`` keys).
+NO_CAPTION = 'entries without a caption'
+MISSING_FILE = 'missing image files'
+WRONG_CAPTIONS = f'entries whose "{INLINE_CAPTIONS_FIELD}" is not a list of strings'
+NON_STRING_CAPTIONS = 'entries with captions that are not strings (those captions dropped)'
 # Image fields an entry of :meth:`CaptionDataset.parse_entries` carries over when present.
 OPTIONAL_IMAGE_FIELDS = ('height', 'width', TAGS_FIELD)
 TAGS_TOOL = 'tools/dataset_converters/add_caption_tags.py'
@@ -44,6 +70,29 @@ class CaptionDataset(BaseDataset):
     without ``pos_category_ids``, or with an empty list, gets ``[]``; a file where no image has
     them is an error (make them with ``tools/dataset_converters/add_caption_tags.py``).
 
+    **The file's shape.** A file whose structure is wrong (``images`` missing or not a list, an
+    image that is not an object or lacks ``id`` or ``file_name``, an annotation without
+    ``image_id``) is an error naming the file and the entry (``images[3]``), whatever
+    ``on_bad_entry``. Wrong values inside an entry are bad entries, counted in
+    ``bad_entries``: ``captions`` that is neither a list nor a string (``42``, ``null``) makes its
+    entry bad; a caption that is not a string is dropped and its entry counted.
+
+    **Images that fail at load time.** The pipeline runs transform by transform. When its image
+    loader (an mmcv ``LoadImageFromFile``, as in the shipped configs) cannot read or decode the
+    file (missing, 0 bytes, truncated, not an image, a Pillow decompression bomb), when the
+    decoded image's shorter side is under ``min_image_size``, or when a later transform raises
+    :class:`~mmclim.datasets.bad_image.BadImageError` (a mosaic given an image too small for its
+    cell), the sample is a bad image: with ``on_bad_entry='raise'`` (and always in
+    ``test_mode``) a :class:`BadImageError` names the dataset, the annotation file, the image id,
+    the file and the reason; with ``'skip'`` :meth:`prepare_data` returns None and mmengine's
+    ``BaseDataset.__getitem__`` draws another index (at most ``max_refetch`` times, 1000 by
+    default). Skips are counted per reason in ``bad_images`` and the first files in
+    ``bad_image_files``, logged at the first skip and at every ``BAD_IMAGE_LOG_INTERVAL``-th,
+    and summarised by :meth:`summarize_bad_images`, which also runs when the process ends (or
+    the dataset is collected). The counts live in the process that loads: with dataloader
+    workers each worker counts, logs and summarises its own skips (its pid in the lines) and the
+    main process's ``bad_images`` stays empty.
+
     Args:
         ann_file (str): Annotation file, relative to ``data_root``.
         data_root (str): Root of ``ann_file`` and ``data_prefix``. Defaults to ``''``.
@@ -55,6 +104,8 @@ class CaptionDataset(BaseDataset):
         with_tags (bool): Add ``tags`` from the images' ``pos_category_ids``; needs
             ``metainfo=dict(classes=...)`` and a ``categories`` list in the file. Defaults to
             False.
+        min_image_size (int): Shorter side, in pixels, below which a loaded image is a bad
+            image; 1 accepts every image. Defaults to :data:`DEFAULT_MIN_IMAGE_SIZE` (8).
         backend_args (dict, optional): mmengine file backend arguments. Defaults to None.
         **kwargs: Other arguments of ``mmengine.dataset.BaseDataset`` (``pipeline``,
             ``test_mode``, ``indices``, ``serialize_data``, ``lazy_init``, ...).
@@ -67,11 +118,21 @@ class CaptionDataset(BaseDataset):
                  on_bad_entry: str = 'skip',
                  check_images: bool = True,
                  with_tags: bool = False,
+                 min_image_size: int = DEFAULT_MIN_IMAGE_SIZE,
                  backend_args: Optional[dict] = None,
                  **kwargs) -> None:
         if on_bad_entry not in BAD_ENTRY_POLICIES:
             raise ValueError(f'{type(self).__name__}: on_bad_entry must be one of '
                              f'{BAD_ENTRY_POLICIES}, got {on_bad_entry!r}')
+        if isinstance(min_image_size, bool) or not (isinstance(min_image_size, int)
+                                                    and min_image_size >= 1):
+            raise ValueError(f'{type(self).__name__}: min_image_size must be an int >= 1, got '
+                             f'{min_image_size!r}')
+        self.min_image_size = min_image_size
+        # Images skipped at load time by this process (see the class docstring).
+        self.bad_images: Dict[str, int] = {}
+        self.bad_image_files: List[str] = []
+        self._bad_images_pid: Optional[int] = None
         self.on_bad_entry = on_bad_entry
         self.check_images = check_images
         self.with_tags = with_tags
@@ -92,8 +153,50 @@ class CaptionDataset(BaseDataset):
         Returns:
             list[dict]: Entries with ``img_id``, ``file_name``, ``captions`` and optionally the
             image's :data:`OPTIONAL_IMAGE_FIELDS` (``height``, ``width``, ``pos_category_ids``).
+            ``captions`` is the list as found (a single string made a list); a value that is not
+            a list (``42``, None) is passed on as it is, to be counted as a bad entry.
         """
         raise NotImplementedError
+
+    def _images(self, annotation: dict, expected: str) -> List[dict]:
+        """The annotation's ``images`` list, its structure checked.
+
+        Args:
+            annotation (dict): The loaded json.
+            expected (str): The format the errors say is expected.
+
+        Returns:
+            list[dict]: The images, each a dict with an int or str ``id`` and a str
+            ``file_name``.
+
+        Raises:
+            KeyError: When ``images`` or an image's ``id`` or ``file_name`` is missing, naming
+                the file and the image (``images[i]``).
+            TypeError: When ``images`` is not a list, an image not an object, or its ``id`` or
+                ``file_name`` of the wrong type, naming the same.
+        """
+        name = type(self).__name__
+        images = annotation.get(IMAGES_FIELD)
+        if images is None:
+            raise KeyError(f'{name}: {self.ann_file} has no "{IMAGES_FIELD}" list; expected '
+                           f'{expected}')
+        if not isinstance(images, list):
+            raise TypeError(f'{name}: {self.ann_file} "{IMAGES_FIELD}" must be a list, got '
+                            f'{type(images).__name__}; expected {expected}')
+        for index, img in enumerate(images):
+            where = f'{self.ann_file} {IMAGES_FIELD}[{index}]'
+            if not isinstance(img, dict):
+                raise TypeError(f'{name}: {where} must be an object, got {img!r:.80}')
+            missing = [k for k in ('id', 'file_name') if k not in img]
+            if missing:
+                raise KeyError(f'{name}: {where} lacks {missing}')
+            if isinstance(img['id'], bool) or not isinstance(img['id'], (int, str)):
+                raise TypeError(f'{name}: {where} "id" must be an int or a str, got '
+                                f'{img["id"]!r:.80}')
+            if not isinstance(img['file_name'], str):
+                raise TypeError(f'{name}: {where} "file_name" must be a str, got '
+                                f'{img["file_name"]!r:.80}')
+        return images
 
     def _load_annotation(self) -> dict:
         if not exists(self.ann_file, backend_args=self.backend_args):
@@ -152,6 +255,11 @@ class CaptionDataset(BaseDataset):
     def _tags(self, entry: dict) -> List[int]:
         """The sorted label indices of ``entry``'s ``pos_category_ids``."""
         cat_ids = entry.get(TAGS_FIELD) or []
+        if not isinstance(cat_ids, list) or not all(
+                isinstance(c, (int, str)) and not isinstance(c, bool) for c in cat_ids):
+            raise TypeError(f'{type(self).__name__}: image {entry["img_id"]} of {self.ann_file} '
+                            f'has "{TAGS_FIELD}" {cat_ids!r:.80}; expected a list of category '
+                            'ids')
         known = {**self.cat2label, **self.categories_outside_classes}
         unknown = [cat_id for cat_id in cat_ids if cat_id not in known]
         if unknown:
@@ -191,12 +299,18 @@ class CaptionDataset(BaseDataset):
         img_root = self.data_prefix.get('img', '')
         data_list, problems = [], []
         for entry in entries:
-            captions = [c.strip() for c in entry['captions'] if isinstance(c, str) and c.strip()]
+            raw = entry['captions']
+            if not isinstance(raw, list):
+                problems.append((WRONG_CAPTIONS, entry['img_id']))
+                continue
+            if not all(isinstance(c, str) for c in raw):
+                problems.append((NON_STRING_CAPTIONS, entry['img_id']))
+            captions = [c.strip() for c in raw if isinstance(c, str) and c.strip()]
             img_path = osp.join(img_root, entry['file_name'])
             if not captions:
-                problems.append(('entries without a caption', entry['img_id']))
+                problems.append((NO_CAPTION, entry['img_id']))
             elif self.check_images and not exists(img_path, backend_args=self.backend_args):
-                problems.append(('missing image files', entry['img_id']))
+                problems.append((MISSING_FILE, entry['img_id']))
             else:
                 info = dict(img_path=img_path, img_id=entry['img_id'], captions=captions)
                 info.update({k: entry[k] for k in ('height', 'width') if k in entry})
@@ -207,3 +321,111 @@ class CaptionDataset(BaseDataset):
         if not data_list:
             raise ValueError(f'{type(self).__name__}: no usable entry in {self.ann_file}')
         return data_list
+
+    def prepare_data(self, idx: int) -> Optional[dict]:
+        """The ``idx``-th sample through the pipeline, or None for a skipped bad image.
+
+        Args:
+            idx (int): Index of the data info.
+
+        Returns:
+            dict | None: The pipeline's output; None when the image is bad and
+            ``on_bad_entry='skip'`` (``BaseDataset.__getitem__`` then draws another index) or
+            when a transform returned None.
+
+        Raises:
+            BadImageError: For a bad image with ``on_bad_entry='raise'`` or in ``test_mode``.
+        """
+        data_info = self.get_data_info(idx)
+        img_id = data_info.get('img_id')
+        try:
+            return self._run_pipeline(data_info)
+        except BadImageError as error:
+            if self.on_bad_entry == 'raise' or self.test_mode:
+                raise BadImageError(
+                    error.path, error.reason,
+                    f'{type(self).__name__} {self.ann_file}: image {img_id}: {error}'
+                    + ('' if self.test_mode else "; set on_bad_entry='skip' to train without "
+                       'it')) from error
+            self._skip_bad_image(error, img_id)
+            return None
+
+    def _run_pipeline(self, data: dict) -> Optional[dict]:
+        """``self.pipeline`` transform by transform, what its loader fails on as a
+        :class:`BadImageError` (see the class docstring)."""
+        path = str(data.get('img_path', data.get('img_id')))
+        for transform in self.pipeline.transforms:
+            loader = isinstance(transform, LoadImageFromFile)
+            try:
+                data = transform(data)
+            except LOAD_ERRORS as error:
+                if not loader or isinstance(error, BadImageError):
+                    raise
+                detail = f'{type(error).__name__}: {error}'.splitlines()[0]
+                raise BadImageError(path, load_failure_reason(path, error),
+                                    f'{type(transform).__name__} cannot load {path} '
+                                    f'({detail})') from error
+            if data is None:
+                if loader:
+                    raise BadImageError(path, load_failure_reason(path, None),
+                                        f'{type(transform).__name__} cannot load {path} '
+                                        '(it returned None)')
+                return None
+            if loader:
+                self._check_loaded(data, path)
+        return data
+
+    def _check_loaded(self, data: dict, path: str) -> None:
+        """Raise :class:`BadImageError` when the loaded image is under ``min_image_size``."""
+        img = data.get('img')
+        if img is not None and min(img.shape[:2]) < self.min_image_size:
+            raise BadImageError(
+                path, TOO_SMALL_IMAGE,
+                f'image {path} is {img.shape[0]}x{img.shape[1]} pixels, its shorter side under '
+                f'min_image_size={self.min_image_size}')
+
+    def _skip_bad_image(self, error: BadImageError, img_id: object) -> None:
+        """Count and (the first, then every ``BAD_IMAGE_LOG_INTERVAL``-th) log a skip."""
+        pid = os.getpid()
+        if self._bad_images_pid != pid:
+            # A new process (a dataloader worker): its own counts, summarised when it ends.
+            self._bad_images_pid = pid
+            self.bad_images, self.bad_image_files = {}, []
+            Finalize(self, _log_bad_image_summary,
+                     args=(self._report_name(), self.bad_images, self.bad_image_files, pid),
+                     exitpriority=0)
+        self.bad_images[error.reason] = self.bad_images.get(error.reason, 0) + 1
+        if len(self.bad_image_files) < NUM_REPORTED_IDS and error.path not in self.bad_image_files:
+            self.bad_image_files.append(error.path)
+        total = sum(self.bad_images.values())
+        if total == 1 or total % BAD_IMAGE_LOG_INTERVAL == 0:
+            print_log(f'{self._report_name()}: skipped image {img_id} (on_bad_entry=skip): '
+                      f'{error}; {_bad_image_counts(self.bad_images, self.bad_image_files, pid)}',
+                      logger='current', level=logging.WARNING)
+
+    def _report_name(self) -> str:
+        return f'{type(self).__name__} {self.ann_file}'
+
+    def summarize_bad_images(self) -> Dict[str, int]:
+        """Log the images this process skipped at load time, and return their counts.
+
+        Returns:
+            dict: Reason -> number of skips (a copy of ``bad_images``); empty when none.
+        """
+        _log_bad_image_summary(self._report_name(), self.bad_images, self.bad_image_files,
+                               os.getpid())
+        return dict(self.bad_images)
+
+
+def _bad_image_counts(counts: Dict[str, int], files: List[str], pid: int) -> str:
+    """How the log lines state a process's skips: the total, per reason, the first files."""
+    return (f'{sum(counts.values())} images skipped at load time by process {pid}: {counts} '
+            f'(first files: {files})')
+
+
+def _log_bad_image_summary(name: str, counts: Dict[str, int], files: List[str],
+                           pid: int) -> None:
+    """The end-of-run line of :meth:`CaptionDataset.summarize_bad_images`."""
+    if counts:
+        print_log(f'{name}: {_bad_image_counts(counts, files, pid)}', logger='current',
+                  level=logging.WARNING)

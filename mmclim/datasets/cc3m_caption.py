@@ -3,7 +3,7 @@ from typing import List
 
 from mmdet.registry import DATASETS
 
-from .caption_dataset import OPTIONAL_IMAGE_FIELDS, CaptionDataset
+from .caption_dataset import INLINE_CAPTIONS_FIELD, OPTIONAL_IMAGE_FIELDS, CaptionDataset
 
 
 @DATASETS.register_module()
@@ -20,16 +20,10 @@ class CC3MCaptionDataset(CaptionDataset):
     """
 
     def parse_entries(self, annotation: dict) -> List[dict]:
-        if 'images' not in annotation:
-            raise KeyError(f'{type(self).__name__}: {self.ann_file} has no "images" list; '
-                           f'expected {{"images": [{{"id", "file_name", "captions"}}]}}')
+        images = self._images(annotation, '{"images": [{"id", "file_name", "captions"}]}')
         entries = []
-        for index, img in enumerate(annotation['images']):
-            missing = [k for k in ('id', 'file_name') if k not in img]
-            if missing:
-                raise KeyError(f'{type(self).__name__}: {self.ann_file} images[{index}] lacks '
-                               f'{missing}')
-            captions = img.get('captions', [])
+        for img in images:
+            captions = img.get(INLINE_CAPTIONS_FIELD, [])
             entries.append(dict(img_id=img['id'], file_name=img['file_name'],
                                 captions=[captions] if isinstance(captions, str) else captions,
                                 **{k: img[k] for k in OPTIONAL_IMAGE_FIELDS if k in img}))

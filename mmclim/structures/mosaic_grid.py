@@ -16,6 +16,10 @@ Grid = Tuple[int, int]
 DEFAULT_GRID_CHOICES: Tuple[Grid, ...] = ((2, 2), (3, 3), (4, 4))
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
 def to_grid(grid: Union[int, Sequence[int]], field: str = 'grid') -> Grid:
     """Read a grid given as ``n`` (an ``n x n`` grid) or ``(rows, cols)``.
 
@@ -32,8 +36,8 @@ def to_grid(grid: Union[int, Sequence[int]], field: str = 'grid') -> Grid:
         rows, cols = grid
     else:
         rows = cols = None
-    if not (isinstance(rows, (int, np.integer)) and isinstance(cols, (int, np.integer))
-            and rows >= 1 and cols >= 1):
+    # A bool is an int to Python; True as a 1x1 grid is a mistake, not a grid.
+    if not (_is_int(rows) and _is_int(cols) and rows >= 1 and cols >= 1):
         raise ValueError(f'{field} must be a positive int n or a pair (rows, cols) of positive '
                          f'ints, got {grid!r}')
     return int(rows), int(cols)
@@ -52,7 +56,8 @@ def to_grid_choices(grid_choices: Sequence[Union[int, Sequence[int]]],
     Returns:
         tuple[tuple[int, int], ...]: The grids as ``(rows, cols)``.
     """
-    if isinstance(grid_choices, (int, np.integer, str)) or len(grid_choices) == 0:
+    if not isinstance(grid_choices, Sequence) or isinstance(grid_choices, str) or len(
+            grid_choices) == 0:
         raise ValueError(f'{field} must be a non-empty list of grids, got {grid_choices!r}')
     grids = tuple(to_grid(grid, field) for grid in grid_choices)
     counts = [rows * cols for rows, cols in grids]

@@ -95,12 +95,14 @@ class MosaicPolicy:
         if composition == 'random':
             mosaic_fraction = (self.DEFAULT_RANDOM_FRACTION
                                if mosaic_fraction is None else mosaic_fraction)
-            if not (isinstance(mosaic_fraction, (int, float)) and 0 < mosaic_fraction <= 1):
-                raise ValueError(f'{field}.mosaic_fraction: expected a number in (0, 1], got '
-                                 f'{mosaic_fraction!r}')
+            # 0 would mosaic nothing (a CLIM run with no pseudo region); a bool is a mistake.
+            if isinstance(mosaic_fraction, bool) or not (
+                    isinstance(mosaic_fraction, (int, float)) and 0 < mosaic_fraction <= 1):
+                raise ValueError(f'{field}.mosaic_fraction: expected a number in (0, 1], the '
+                                 f'share of the batch mosaicked, got {mosaic_fraction!r}')
         self.mosaic_fraction = mosaic_fraction
-        if batch_size is not None and not (isinstance(batch_size, (int, np.integer))
-                                           and batch_size >= 1):
+        if batch_size is not None and (isinstance(batch_size, bool) or not (
+                isinstance(batch_size, (int, np.integer)) and batch_size >= 1)):
             raise ValueError(f'{field}.batch_size: expected a positive int, got {batch_size!r}')
         self.batch_size = None if batch_size is None else int(batch_size)
         if self.batch_size is not None:

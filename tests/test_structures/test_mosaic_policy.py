@@ -73,3 +73,18 @@ def test_pipeline_grids_are_uniform_over_the_choices() -> None:
     for _ in range(3000):
         counts[policy.sample_grid(rng)] += 1
     assert all(900 < count < 1100 for count in counts.values()), counts
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    # A bool is an int to Python: True would be a 1x1 grid, a fraction of 1 or a batch of 1.
+    (dict(grid_choices=[True, 2]), r'grid_choices must be a positive int n .*got True'),
+    (dict(grid_choices=[(2, False)]), r'grid_choices must be a positive int n .*got \(2, False\)'),
+    # A set has no order and a dict is not a list of grids.
+    (dict(grid_choices={2, 3}), r'grid_choices must be a non-empty list of grids, got \{2, 3\}'),
+    (dict(composition='random', mosaic_fraction=True), r'mosaic_fraction: expected a number in'),
+    (dict(batch_size=True), 'batch_size: expected a positive int'),
+])
+def test_bools_and_unordered_grids_are_refused_naming_the_field(kwargs: dict,
+                                                                message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        MosaicPolicy(**kwargs, field='model.mosaic')

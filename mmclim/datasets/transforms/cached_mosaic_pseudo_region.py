@@ -8,7 +8,7 @@ from mmcv.transforms.utils import cache_randomness
 from mmdet.registry import TRANSFORMS
 from mmengine.logging import print_log
 
-from .mosaic_pseudo_region import MosaicPseudoRegion, check_caption_source
+from .mosaic_pseudo_region import MosaicPseudoRegion
 
 
 @TRANSFORMS.register_module()
@@ -31,6 +31,12 @@ class CachedMosaicPseudoRegion(MosaicPseudoRegion):
     Until the cache holds ``min_images - 1`` other images (the first calls of each worker), the
     output is a 1x1 mosaic of the current image alone; these are counted in ``num_warmup``.
 
+    The current image, and its downscaled copy, are checked before they are cached, against the
+    largest cell of any grid (the copy may later fill any cell): one too small (``max_upscale``)
+    or of unsupported channels raises :class:`~mmclim.datasets.bad_image.BadImageError` naming
+    it and is not cached, so a caption dataset that skips it (``on_bad_entry='skip'``) leaves no
+    bad image in the cache.
+
     Required, modified and added keys are those of :class:`MosaicPseudoRegion`, without
     ``mix_results``.
 
@@ -50,6 +56,10 @@ class CachedMosaicPseudoRegion(MosaicPseudoRegion):
         largest_cell = max(((cells[:, 2] - cells[:, 0]) * (cells[:, 3] - cells[:, 1])).max()
                            for cells in self.cells.values())
         self.max_cached_area = int(math.ceil(largest_cell / self.crop_scale[0]))
+        # The cell (height, width) a cached image must be able to fill: the longest side.
+        self.largest_cell_hw = max(((int(y2 - y1), int(x2 - x1))
+                                    for cells in self.cells.values()
+                                    for x1, y1, x2, y2 in cells), key=max)
         self.cache: List[dict] = []
         self.num_warmup = 0
 
@@ -99,8 +109,11 @@ class CachedMosaicPseudoRegion(MosaicPseudoRegion):
         Returns:
             dict: ``results`` with the mosaic written in.
         """
-        check_caption_source(results, type(self).__name__)
+        self._check_source(results, self.largest_cell_hw)
         current = self._compact(results)
+        # The cached copy too: downscaled to max_cached_area, an image of extreme aspect ratio
+        # (over max_upscale ** 2 / crop_scale[0], a banner) becomes too thin for the cell.
+        self._check_source(current, self.largest_cell_hw)
         self.cache.append(current)
         if len(self.cache) > self.max_cached_images:
             self.cache.pop(self._evict_index())

@@ -10,6 +10,7 @@ from mmdet.registry import TRANSFORMS
 from mmdet.structures.bbox import HorizontalBoxes
 
 from mmclim.structures import DEFAULT_GRID_CHOICES, Grid, MosaicPolicy, grid_cells
+from ..bad_image import TOO_SMALL_FOR_CELL, UNSUPPORTED_CHANNELS, BadImageError
 
 # A source image whose shorter side would have to be enlarged more than this to fill a cell is
 # rejected: it carries too little content to be a meaningful pseudo region.
@@ -20,6 +21,10 @@ DEFAULT_CANVAS_SIZE = 1024
 # What a pseudo box covers: the whole cell, or only the pasted image (the official Detic + CLIM
 # mosaic, ``MultiChoicesMosaic``, where keep-ratio images leave padding in their cells).
 PSEUDO_BOXES = ('cell', 'image')
+# Channels a mosaic source may have: grey (a 2-D array or one channel, copied into every channel
+# of a colour canvas) or colour. Others (an RGBA image loaded with color_type='unchanged') are
+# refused: LoadImageFromFile(color_type='color') converts every image to 3 channels.
+SOURCE_CHANNELS = (1, 3)
 
 
 def source_name(results: dict) -> str:
@@ -27,24 +32,37 @@ def source_name(results: dict) -> str:
     return str(results.get('img_path') or results.get('img_id', '<unnamed image>'))
 
 
+def as_hwc(img: np.ndarray) -> np.ndarray:
+    """A grey image of shape (H, W) as (H, W, 1); others as they are."""
+    return img[..., None] if img.ndim == 2 else img
+
+
 def check_caption_source(results: dict, owner: str) -> None:
     """Check that ``results`` holds a decoded image and a list of non-empty captions.
 
     Args:
-        results (dict): Result dict with ``img`` (np.ndarray, (H, W, C)) and ``captions``
-            (list[str]).
+        results (dict): Result dict with ``img`` (np.ndarray, (H, W, C) with C in
+            :data:`SOURCE_CHANNELS`, or (H, W)) and ``captions`` (list[str]).
         owner (str): Name of the transform, for the error messages.
 
     Raises:
-        ValueError: Naming the image (:func:`source_name`) and what is wrong.
+        BadImageError: For an image whose channels are not in :data:`SOURCE_CHANNELS`, naming
+            it.
+        ValueError: Naming the image (:func:`source_name`) and what else is wrong.
     """
     name = source_name(results)
     img = results.get('img')
     if img is None:
         raise ValueError(f'{owner}: no decoded image for {name}')
-    if img.ndim != 3 or img.shape[0] == 0 or img.shape[1] == 0:
+    if img.ndim not in (2, 3) or img.shape[0] == 0 or img.shape[1] == 0:
         raise ValueError(f'{owner}: image {name} has shape {img.shape}; '
-                         f'expected (H, W, C) with H, W > 0')
+                         f'expected (H, W, C) or (H, W) with H, W > 0')
+    if as_hwc(img).shape[2] not in SOURCE_CHANNELS:
+        raise BadImageError(
+            name, UNSUPPORTED_CHANNELS,
+            f'{owner}: image {name} has {img.shape[2]} channels; a mosaic takes '
+            f'{SOURCE_CHANNELS} (grey or colour): load it with '
+            "LoadImageFromFile(color_type='color')")
     captions = results.get('captions')
     if (not captions or isinstance(captions, str)
             or not all(isinstance(c, str) and c.strip() for c in captions)):
@@ -85,7 +103,8 @@ class MosaicPseudoRegion(BaseTransform):
 
     Required Keys:
 
-    - img (np.uint8, (H, W, 3))
+    - img (np.uint8, (H, W, 3); a grey (H, W) or (H, W, 1) image fills every channel of its
+      cell, and the canvas is grey only when every image is)
     - captions (list[str]): one is drawn at random when there are several
     - img_id (optional): recorded in ``image_ids``
     - img_path (optional): named in error messages
@@ -135,7 +154,10 @@ class MosaicPseudoRegion(BaseTransform):
         pad_val (int): Canvas value outside the resized images (``keep_ratio=True`` only).
             Defaults to 114, as mmdet's Mosaic.
         max_upscale (float): Largest allowed enlargement of a source image's shorter side to the
-            cell's longer side; a smaller image raises ``ValueError`` naming it. Defaults to 8.0.
+            cell's longer side; a smaller image raises
+            :class:`~mmclim.datasets.bad_image.BadImageError` (a ``ValueError``) naming it, which
+            a caption dataset running this transform counts and skips with
+            ``on_bad_entry='skip'``. Defaults to 8.0.
         interpolation (int): cv2 interpolation flag. Defaults to ``cv2.INTER_LINEAR``.
         pseudo_box (str): ``'cell'`` (each box is its whole cell) or ``'image'`` (the pasted
             image's extent, the official Detic + CLIM mosaic; the same as ``'cell'`` unless
@@ -262,7 +284,8 @@ class MosaicPseudoRegion(BaseTransform):
         check_caption_source(results, type(self).__name__)
         name, img = source_name(results), results['img']
         if min(img.shape[:2]) * self.max_upscale < max(cell_hw):
-            raise ValueError(
+            raise BadImageError(
+                name, TOO_SMALL_FOR_CELL,
                 f'{type(self).__name__}: image {name} ({img.shape[0]}x{img.shape[1]}) is too small '
                 f'for a {cell_hw[0]}x{cell_hw[1]} cell (max_upscale={self.max_upscale})')
 
@@ -272,7 +295,8 @@ class MosaicPseudoRegion(BaseTransform):
 
         Args:
             canvas (np.ndarray): Shape (H, W, C), written in place.
-            img (np.ndarray): Shape (h, w, C), the source image.
+            img (np.ndarray): Shape (h, w, C) or (h, w, 1), the source image; one channel fills
+                every channel of the canvas.
             cell (np.ndarray): Shape (4,), the cell's pixel box.
             draws (np.ndarray): Shape (4,), this cell's row of :meth:`_sample_draws`.
 
@@ -292,8 +316,10 @@ class MosaicPseudoRegion(BaseTransform):
             x1 += (cell_w - out_w) // 2
             cell_h, cell_w = out_h, out_w
         target = canvas[y1:y1 + cell_h, x1:x1 + cell_w]
-        if crop.shape[2] == 1:  # cv2 drops a single channel axis
-            target[..., 0] = cv2.resize(crop, (cell_w, cell_h), interpolation=self.interpolation)
+        if crop.shape[2] == 1:
+            # A grey image (cv2 drops its channel axis) into every channel of the canvas.
+            resized = cv2.resize(crop, (cell_w, cell_h), interpolation=self.interpolation)
+            target[...] = resized.reshape(cell_h, cell_w, -1)
         else:  # resized straight into the canvas, no intermediate copy
             cv2.resize(crop, (cell_w, cell_h), dst=target, interpolation=self.interpolation)
         return x1, y1, x1 + cell_w, y1 + cell_h
@@ -334,17 +360,20 @@ class MosaicPseudoRegion(BaseTransform):
                     f'MultiImageMixDataset, get_indexes provides them)')
         canvas_hw = self.canvas_of(grid)
         cells = self.cells[grid] if grid in self.cells else grid_cells(grid, canvas_hw)
-        first = sources[0]['img']
-        shape = (*canvas_hw, first.shape[2])
+        for source, cell in zip(sources, cells):
+            self._check_source(source, (int(cell[3] - cell[1]), int(cell[2] - cell[0])))
+        images = [as_hwc(source['img']) for source in sources]
+        first = images[0]
+        # Colour when any image is: grey ones are copied into every channel.
+        shape = (*canvas_hw, max(img.shape[2] for img in images))
         # Without keep_ratio the cells tile the canvas and every pixel is written.
         canvas = (np.full(shape, self.pad_val, dtype=first.dtype)
                   if self.keep_ratio else np.empty(shape, dtype=first.dtype))
         region_captions, image_ids, pasted = [], [], []
-        for source, cell in zip(sources, cells):
-            self._check_source(source, (int(cell[3] - cell[1]), int(cell[2] - cell[0])))
         region_tags = self._region_tags(sources)
-        for source, cell, draws in zip(sources, cells, self._sample_draws(len(cells))):
-            pasted.append(self._fill_cell(canvas, source['img'], cell, draws))
+        for source, img, cell, draws in zip(sources, images, cells,
+                                            self._sample_draws(len(cells))):
+            pasted.append(self._fill_cell(canvas, img, cell, draws))
             region_captions.append(source['captions'][int(draws[3] * len(source['captions']))])
             image_ids.append(source.get('img_id'))
         num_cells = len(cells)

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from mmclim.models.losses import caption_ids_from_texts
 from mmclim.models.utils import batch_mosaic
-from mmclim.structures import Grid, MosaicPolicy, grid_size, load_class_embeddings
+from mmclim.structures import Grid, MosaicPolicy, grid_cells, grid_size, load_class_embeddings
 
 TRAIN_MODES = ('clim', 'image')
 # CLIP clamps its learned temperature so that the logit scale stays at most 100 (the official
@@ -27,6 +27,10 @@ MOSAIC_GRID_KEY = 'mosaic_grid'
 # The key of a single image's alternative captions (caption datasets), one drawn per step.
 CAPTIONS_KEY = 'captions'
 MOSAIC_INTERPOLATIONS = ('bilinear', 'bicubic')
+# Dense-map cells a mosaic cell must span per side. With one, a pseudo region's RoIAlign reads a
+# single feature (blurred into its neighbours), not a region; the paper's smallest cell, 4x4 on
+# a 1024 canvas with ViT-B/16, spans 16.
+MIN_CELL_FEATURES = 2
 
 
 @MODELS.register_module()
@@ -71,7 +75,9 @@ class CLIMCLIP(BaseModel):
             Defaults to ``dict()``: one 2x2, 3x3 and 4x4 mosaic per 29 images.
         canvas_size (int, optional): Side of every mosaic canvas (the official code resizes
             every canvas to 1024). None makes each cell the size of the input images (canvas =
-            grid x image size). Defaults to None.
+            grid x image size). Checked when built: every cell of every grid must span at least
+            :data:`MIN_CELL_FEATURES` cells of the tower's dense map per side (``canvas_size >=
+            max(rows, cols) * 2 * clip.stride``). Defaults to None.
         mosaic_interpolation (str): How images are resized into their cells, ``'bicubic'`` (the
             official code) or ``'bilinear'``. Defaults to ``'bicubic'``.
         class_embeddings (str, optional): ``.npy`` of (C, D) class-name text embeddings from
@@ -104,7 +110,8 @@ class CLIMCLIP(BaseModel):
         if mosaic_interpolation not in MOSAIC_INTERPOLATIONS:
             raise ValueError(f'{name}.mosaic_interpolation: expected one of '
                              f'{MOSAIC_INTERPOLATIONS}, got {mosaic_interpolation!r}')
-        if canvas_size is not None and not (isinstance(canvas_size, int) and canvas_size > 0):
+        if canvas_size is not None and (isinstance(canvas_size, bool) or not (
+                isinstance(canvas_size, int) and canvas_size > 0)):
             raise ValueError(f'{name}.canvas_size: expected None or a positive int, got '
                              f'{canvas_size!r}')
         self.clip = MODELS.build(clip)
@@ -134,13 +141,31 @@ class CLIMCLIP(BaseModel):
         self._warned_unensembled = False
 
     def _check_canvas(self, canvas_size: int) -> None:
-        """Raise when a grid's cells on the canvas are smaller than one dense-map cell."""
+        """Raise unless every cell of every grid on the canvas spans at least
+        :data:`MIN_CELL_FEATURES` dense-map cells per side, naming the fields."""
+        stride = self.clip.stride
+        too_small = []  # (shorter cell side, grid, cell height, cell width)
         for rows, cols in self.mosaic.grid_choices:
-            if canvas_size < max(rows, cols) * self.clip.stride:
-                raise ValueError(
-                    f'{type(self).__name__}.canvas_size: {canvas_size} pixels give a {rows}x{cols} '
-                    f'mosaic cells smaller than one dense-map cell ({self.clip.stride} pixels); '
-                    f'expected at least {max(rows, cols) * self.clip.stride}')
+            cells = grid_cells((rows, cols), (canvas_size, canvas_size))
+            cell_h = int((cells[:, 3] - cells[:, 1]).min())
+            cell_w = int((cells[:, 2] - cells[:, 0]).min())
+            if min(cell_h, cell_w) < MIN_CELL_FEATURES * stride:
+                too_small.append((min(cell_h, cell_w), (rows, cols), cell_h, cell_w))
+        if not too_small:
+            return
+        # Named: the finest grid that does not fit (the one that sets the canvas needed).
+        _, (rows, cols), cell_h, cell_w = max(too_small, key=lambda item: (max(item[1]), -item[0]))
+        # Cells of a canvas of n * k pixels divided n ways are all k wide (mosaic_grid).
+        needed = max(max(grid) for grid in self.mosaic.grid_choices) * MIN_CELL_FEATURES * stride
+        raise ValueError(
+            f'model.canvas_size: {canvas_size} pixels give the {rows}x{cols} grid of '
+            f'model.mosaic.grid_choices {list(self.mosaic.grid_choices)} cells of '
+            f'{cell_h}x{cell_w} pixels, {cell_h / stride:.2g}x{cell_w / stride:.2g} cells of the '
+            f'dense map of model.clip ({self.clip.model_name}, stride {stride}); a pseudo region '
+            f'needs at least {MIN_CELL_FEATURES}x{MIN_CELL_FEATURES}: set model.canvas_size to '
+            f'at least {needed}, or remove '
+            f'{[f"{grid[0]}x{grid[1]}" for _, grid, _, _ in too_small]} from '
+            'model.mosaic.grid_choices')
 
     def _check_weight_ensemble(self, alpha: Optional[float]) -> Optional[float]:
         name = type(self).__name__
