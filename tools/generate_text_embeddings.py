@@ -52,8 +52,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         '--model', default=DEFAULT_MODEL,
         help=f'open_clip model config, e.g. {DEFAULT_MODEL} or mmclim-tiny-vit')
     parser.add_argument(
-        '--checkpoint', help='local CLIP checkpoint (OpenAI .pt, open_clip or mmclim-converted); '
-        'without it the weights are random')
+        '--checkpoint', help='local CLIP checkpoint (OpenAI .pt, open_clip or mmclim-converted), '
+        'read as data: nothing in the file is run; without it the weights are random')
     parser.add_argument(
         '--templates', default=DEFAULT_TEMPLATE_SET, choices=sorted(PROMPT_SETS),
         help='prompt-template set; vild: the 63 ViLD prompts of CLIM\'s official embeddings')

@@ -9,7 +9,8 @@ from mmclim.engine import add_runner_args, load_config, managed_runner, parse_ru
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Test (and evaluate) a model with mmclim')
     parser.add_argument('config', help='test config file path')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument(
+        'checkpoint', help='checkpoint file; refused when it does not match its .sha256 checksum')
     parser.add_argument(
         '--out', help='dump predictions to this pickle file for offline evaluation')
     parser.add_argument(

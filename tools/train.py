@@ -1,5 +1,10 @@
 # Copyright (c) mmclim contributors. All rights reserved.
-"""Train a model from an mmclim (or any mmdet) config with the MMEngine runner."""
+"""Train a model from an mmclim (or any mmdet) config with the MMEngine runner.
+
+With ``import mmclim`` (every mmclim config imports it) checkpoints are written atomically with a
+``.sha256`` checksum that ``--resume`` and ``load_from`` verify, a run killed at any moment resumes
+from its last complete checkpoint, and a non-finite loss stops the run (see :mod:`mmclim`).
+"""
 import argparse
 
 from mmclim.engine import (AMP_DTYPES, add_runner_args, enable_amp, load_config, managed_runner,
@@ -21,7 +26,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--resume', nargs='?', type=str, const='auto',
         help='resume from this checkpoint; with no path, from the latest checkpoint in the '
-        'work dir')
+        'work dir (its .sha256 checksum is verified when present)')
     add_runner_args(parser)
     return parse_runner_args(parser)
 

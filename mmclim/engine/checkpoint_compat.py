@@ -6,7 +6,14 @@ mmengine 0.10.7 calls ``torch.load`` without ``weights_only``, so torch's restri
 refuses the non-tensor objects that mmengine itself writes into a checkpoint (the message hub's
 ``HistoryBuffer`` objects and the numpy arrays and scalars inside them). Rather than turning the
 restricted unpickler off, we allow-list exactly those types: every other global in a checkpoint is
-still refused, so loading an untrusted checkpoint cannot run arbitrary code.
+still refused, so loading an untrusted local checkpoint (resume, ``load_from``, ``tools/test.py``)
+cannot run arbitrary code, and a TorchScript archive is refused by ``torch.load`` itself. Two
+exceptions remain outside this module's reach: the environment variable
+``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` turns the restricted unpickler off for every ``torch.load``
+that does not pass ``weights_only`` (all of mmengine's), and mmengine's downloads (``http(s)://``,
+``torchvision://``, ``open-mmlab://``, ``mmcls://``, ...) go through ``torch.hub``'s
+``load_state_dict_from_url``, which defaults to ``weights_only=False``;
+:func:`load_url_checkpoints_as_data` closes the latter.
 
 ``HistoryBuffer.__getstate__`` also stores its statistics methods, which pickle writes as
 ``getattr(HistoryBuffer, 'min')``. Allow-listing the builtin ``getattr`` would let a checkpoint walk
@@ -14,7 +21,7 @@ to any attribute of any allowed object, so the name ``builtins.getattr`` is mapp
 :func:`history_buffer_statistic` instead, which resolves those methods and nothing else.
 """
 import pickle
-from typing import Any, List
+from typing import Any, List, Optional
 
 import numpy as np
 import torch
@@ -73,3 +80,37 @@ def allow_mmengine_checkpoint_types() -> None:
     add_safe_globals = getattr(torch.serialization, 'add_safe_globals', None)
     if add_safe_globals is not None:
         add_safe_globals(mmengine_checkpoint_globals())
+
+
+def load_url_weights_only(url: str,
+                          model_dir: Optional[str] = None,
+                          map_location: Any = None,
+                          progress: bool = True,
+                          **kwargs: Any) -> Any:
+    """mmengine's ``load_url`` with ``weights_only=True`` (``torch.hub`` defaults to False).
+
+    Args:
+        url (str): The checkpoint's URL.
+        model_dir (str, optional): Where downloads are cached. Defaults to None (torch's hub dir).
+        map_location: See ``torch.load``. Defaults to None.
+        progress (bool): Show a progress bar. Defaults to True.
+        **kwargs: Further arguments of ``torch.hub.load_state_dict_from_url``.
+
+    Returns:
+        Any: The checkpoint, read by the restricted unpickler.
+    """
+    return torch.hub.load_state_dict_from_url(url, model_dir=model_dir, map_location=map_location,
+                                              progress=progress, weights_only=True, **kwargs)
+
+
+def load_url_checkpoints_as_data() -> None:
+    """Make mmengine read downloaded checkpoints with ``weights_only=True``.
+
+    mmengine 0.10.7's loaders for ``http(s)://``, ``torchvision://``, ``open-mmlab://``,
+    ``openmmlab://``, ``modelzoo://`` and ``mmcls://`` all call
+    ``mmengine.runner.checkpoint.load_url``, which is ``torch.hub.load_state_dict_from_url``
+    with its default ``weights_only=False``: a downloaded checkpoint could run code. This
+    replaces that one name with :func:`load_url_weights_only`. Idempotent.
+    """
+    from mmengine.runner import checkpoint
+    checkpoint.load_url = load_url_weights_only

@@ -105,7 +105,8 @@ def load_class_embeddings(path: str,
     """Read class embeddings, check them against their sidecar and the model, L2-normalise.
 
     Args:
-        path (str): A ``.npy`` of :func:`save_class_embeddings`.
+        path (str): A ``.npy`` of :func:`save_class_embeddings`, read as data: an array of
+            Python objects (which ``.npy`` stores as a pickle) is refused.
         model_name (str, optional): The open_clip model the embeddings are used with; must be
             the sidecar's model (the same text tower, so the same space). Defaults to None (not
             checked).
@@ -121,7 +122,7 @@ def load_class_embeddings(path: str,
     """
     if not Path(path).is_file():
         raise FileNotFoundError(f'{field}: {path!r} does not exist; make it with {EMBEDDING_TOOL}')
-    array = np.load(path)
+    array = np.load(path, allow_pickle=False)
     if array.ndim != 2 or not np.issubdtype(array.dtype, np.floating):
         raise ValueError(f'{field}: {path}: expected a float array of shape (N, D), got '
                          f'{array.dtype} of shape {array.shape}')

@@ -19,12 +19,14 @@ Usage:
 import argparse
 import ast
 import os.path as osp
+import pickle
 from typing import Any, Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
 
 import mmclim  # noqa: F401  (allow-lists mmengine checkpoint types)
+from mmclim.engine import assert_finite
 from mmclim.models.backbones import read_clip_state_dict
 
 # Where the open_clip model sits inside CLIMCLIP: CLIMCLIP.clip (OpenCLIPRegion).clip (CLIP).
@@ -33,10 +35,15 @@ DTYPES = dict(fp16=torch.float16, fp32=torch.float32)
 
 
 def load_checkpoint(checkpoint_path: str) -> Dict[str, Any]:
-    """An mmengine checkpoint, read as data (``weights_only``)."""
+    """An mmengine checkpoint, read as data (``weights_only``: nothing in the file is run; globals
+    outside torch's and mmclim's allow-list are refused, naming the file)."""
     if not osp.isfile(checkpoint_path):
         raise FileNotFoundError(f'checkpoint {checkpoint_path} does not exist')
-    return torch.load(checkpoint_path, map_location='cpu', weights_only=True)
+    try:
+        return torch.load(checkpoint_path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise pickle.UnpicklingError(f'checkpoint {checkpoint_path} is refused: it is not plain '
+                                     f'weights ({error})') from error
 
 
 def extract_clip_state_dict(checkpoint: Dict[str, Any], checkpoint_path: str,
@@ -138,6 +145,9 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     checkpoint = load_checkpoint(args.checkpoint)
+    # A diverged run's weights are never exported: refuse NaN / inf, naming the tensor.
+    assert_finite(checkpoint.get('state_dict', checkpoint),
+                  f'refusing to convert {args.checkpoint}')
     clip = extract_clip_state_dict(checkpoint, args.checkpoint)
     default_alpha, default_original = ensemble_defaults(checkpoint)
     alpha = args.alpha if args.alpha is not None else (default_alpha or 1.0)
@@ -148,7 +158,9 @@ def main() -> None:
                              'checkpoint records no model.clip.pretrained)')
         clip = ensemble(clip, read_clip_state_dict(original), alpha, original)
     dtype = DTYPES[args.dtype]
-    torch.save({k: v.to(dtype) if v.is_floating_point() else v for k, v in clip.items()}, args.out)
+    clip = {k: v.to(dtype) if v.is_floating_point() else v for k, v in clip.items()}
+    assert_finite(clip, f'refusing to write {args.out} (--dtype {args.dtype})')  # fp16 overflow
+    torch.save(clip, args.out)
     print(f'saved {len(clip)} tensors ({args.dtype}, alpha={alpha}) to {args.out}')
 
 

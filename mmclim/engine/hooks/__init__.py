@@ -1,4 +1,5 @@
 # Copyright (c) mmclim contributors. All rights reserved.
+from .non_finite_loss_hook import NonFiniteLossError, NonFiniteLossHook
 from .weight_ensemble_hook import WeightEnsembleHook
 
-__all__ = ['WeightEnsembleHook']
+__all__ = ['NonFiniteLossError', 'NonFiniteLossHook', 'WeightEnsembleHook']

@@ -3,23 +3,32 @@
 
 Two layouts are read:
 
-* OpenAI's released ``.pt`` files: TorchScript archives (their ``state_dict()`` is used) or plain
+* OpenAI's released ``.pt`` files: TorchScript archives (their parameters and buffers) or plain
   state dicts, with fp16 weights and the metadata entries ``input_resolution``,
   ``context_length`` and ``vocab_size``;
 * open_clip checkpoints: a state dict, possibly nested under ``state_dict`` and possibly with the
   ``module.`` prefix of (Distributed)DataParallel.
+
+Weights are data: nothing in a checkpoint is run. TorchScript archives are read from their zip by
+:func:`~.torchscript_archive.read_torchscript_state_dict` (never ``torch.jit.load``, which runs
+the archive's code); other files by ``torch.load(weights_only=True)``, whose unpickler rebuilds
+tensors and containers and refuses every other global not allow-listed with
+``torch.serialization.add_safe_globals``.
 
 open_clip's ``CLIP`` uses OpenAI's key names (``visual.*``, ``transformer.*``,
 ``token_embedding.weight``, ``positional_embedding``, ``ln_final.*``, ``text_projection``,
 ``logit_scale``), which is why :func:`save_clip_checkpoint` writes the model's own state dict.
 """
 import os
+import pickle
 import zipfile
 from collections import OrderedDict
 from typing import Dict, List
 
 import torch
 from torch import Tensor, nn
+
+from .torchscript_archive import read_torchscript_state_dict
 
 # Entries of OpenAI's state dicts that describe the model rather than hold weights.
 OPENAI_METADATA_KEYS = ('input_resolution', 'context_length', 'vocab_size')
@@ -44,21 +53,34 @@ def _is_torchscript_archive(path: str) -> bool:
 def read_clip_state_dict(path: str) -> Dict[str, Tensor]:
     """Read CLIP weights from a local OpenAI or open_clip checkpoint.
 
+    Nothing in the file is run (see the module docstring).
+
     Args:
-        path (str): A TorchScript archive, or a file written by ``torch.save`` holding a state
-            dict, possibly nested under ``state_dict`` and possibly with ``module.`` prefixes.
-            Pickles are loaded with ``weights_only=True``.
+        path (str): A TorchScript archive (read as data, without ``torch.jit.load``), or a file
+            written by ``torch.save`` holding a state dict, possibly nested under ``state_dict``
+            and possibly with ``module.`` prefixes (read with ``weights_only=True``).
 
     Returns:
         Dict[str, Tensor]: The weights under open_clip ``CLIP`` (= OpenAI) key names, in the
         checkpoint's dtype, without OpenAI's metadata entries.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        pickle.UnpicklingError: The file asks for a global outside the allow-list; the message
+            names the file and the global.
+        ValueError: The file holds no state dict, or is a TorchScript archive whose weights
+            cannot be read without running it (the message says how to convert it).
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f'CLIP checkpoint {path!r} does not exist')
     if _is_torchscript_archive(path):
-        state_dict = torch.jit.load(path, map_location='cpu').state_dict()
+        state_dict = read_torchscript_state_dict(path)
     else:
-        state_dict = torch.load(path, map_location='cpu', weights_only=True)
+        try:
+            state_dict = torch.load(path, map_location='cpu', weights_only=True)
+        except pickle.UnpicklingError as error:
+            raise pickle.UnpicklingError(f'CLIP checkpoint {path!r} is refused: it is not plain '
+                                         f'weights ({error})') from error
     if not isinstance(state_dict, dict):
         raise ValueError(f'CLIP checkpoint {path!r}: expected a state dict, got '
                          f'{type(state_dict).__name__}')
