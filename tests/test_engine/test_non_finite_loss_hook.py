@@ -14,7 +14,7 @@ from conftest import free_port
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 from mmengine.runner import Runner
-from toy_regression import NAN_TERM, isolated_runner_globals, toy_config
+from toy_regression import NAN_TERM, isolated_runner_globals, single_threaded_after_fork, toy_config
 
 import mmclim  # noqa: F401  (installs the default hooks)
 from mmclim.engine import NonFiniteLossError, NonFiniteLossHook, build_runner
@@ -126,6 +126,7 @@ def test_skip_leaves_the_parameters_and_optimizer_unchanged_and_goes_on(tmp_path
 
 def _train_rank(rank: int, port: int, work_dir: Path, action: str) -> None:
     """One of two gloo ranks; rank 1 alone has a NaN loss at iteration 2."""
+    single_threaded_after_fork()
     code = 0
     try:
         os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE='2',

@@ -23,7 +23,7 @@ import torch
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 from mmengine.runner import Runner
-from toy_regression import isolated_runner_globals, toy_config
+from toy_regression import isolated_runner_globals, single_threaded_after_fork, toy_config
 
 import mmclim  # noqa: F401  (installs the safe checkpoints)
 from mmclim.engine import ChecksumMismatchError, NonFiniteTensorError
@@ -45,6 +45,7 @@ def _fork(target: Callable[..., Any], *args: Any, **kwargs: Any) -> multiprocess
     exception."""
 
     def main() -> None:
+        single_threaded_after_fork()
         code = 0
         try:
             target(*args, **kwargs)

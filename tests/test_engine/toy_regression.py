@@ -92,6 +92,17 @@ class ToyMSE(BaseMetric):
         return dict(mse=sum(results) / len(results))
 
 
+def single_threaded_after_fork() -> None:
+    """Call first in a forked child: torch's CPU ops in one thread.
+
+    The pip wheels use GNU OpenMP, whose thread pool does not survive ``fork``: once the parent
+    has run a parallel region (any earlier test in the same pytest worker), a forked child's
+    next parallel region waits forever for threads that were not copied. One thread never
+    enters the pool.
+    """
+    torch.set_num_threads(1)
+
+
 @contextlib.contextmanager
 def isolated_runner_globals() -> Iterator[None]:
     """Forget the mmengine global instances that runners built inside create.
