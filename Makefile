@@ -7,9 +7,10 @@ export PYTHON
 export MMCLIM_VENV := $(abspath $(VENV))
 
 DEMO_DIR ?= work_dirs/demo
-# pytest-xdist processes: the suite is many short tests, each mostly Python, on 2-core machines.
+# pytest-xdist processes: the suite is many short tests, each mostly Python, on 2-core machines;
+# the slowest tests are listed at the end (the CI time budget: README, Results).
 PYTEST_WORKERS ?= 2
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=15
 
 .PHONY: setup test demo format
 
