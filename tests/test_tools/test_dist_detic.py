@@ -36,19 +36,25 @@ def detic_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.mark.slow
-def test_toy_detic_clim_trains_with_two_processes(detic_workspace: Path, tmp_path: Path) -> None:
+def train_toy_caption_config(config: Path, workspace: Path, work_dir: Path) -> None:
+    """Train a toy caption config for 2 iterations on 2 gloo processes (the workspace's data,
+    CLIP and vocabulary), then check that detection and both caption branches logged a loss at
+    the last iteration and the checkpoint was written."""
     options = ['model.text_encoder.pretrained=toy_clip.pt',
                'model.roi_head.bbox_head.class_embeddings=classes.npy', 'load_from=None',
                'val_dataloader=None', 'val_cfg=None', 'val_evaluator=None',
                'train_cfg.max_iters=2', 'train_dataloader.num_workers=0',
                'default_hooks.logger.interval=1']
-    run_tool(['bash', str(REPO_ROOT / 'tools' / 'dist_train.sh'), str(TOY_CLIM), '2',
-              '--work-dir', str(tmp_path / 'run'), '--cfg-options', *options],
-             cwd=detic_workspace)
-    log = next((tmp_path / 'run').glob('*/*.log')).read_text()
-    # Both caption branches train next to detection, on each process's own 4 + 4 + 4 images.
+    run_tool(['bash', str(REPO_ROOT / 'tools' / 'dist_train.sh'), str(config), '2',
+              '--work-dir', str(work_dir), '--cfg-options', *options], cwd=workspace)
+    log = next(work_dir.glob('*/*.log')).read_text()
     line = re.search(r'Iter\(train\) \[2/2\].*', log).group(0)
     for key in ('loss_cls', 'loss_caption_caption_batch', 'loss_caption_mosaic_batch'):
         assert re.search(rf'{key}: [0-9.]+', line), (key, line)
-    assert (tmp_path / 'run' / 'iter_2.pth').is_file()
+    assert (work_dir / 'iter_2.pth').is_file()
+
+
+@pytest.mark.slow
+def test_toy_detic_clim_trains_with_two_processes(detic_workspace: Path, tmp_path: Path) -> None:
+    # Both caption branches train next to detection, on each process's own 4 + 4 + 4 images.
+    train_toy_caption_config(TOY_CLIM, detic_workspace, tmp_path / 'run')
