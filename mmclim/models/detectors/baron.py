@@ -10,15 +10,17 @@ from torch.nn.utils.rnn import pad_sequence
 
 from ..losses import BaronCaptionLoss, image_ids_to_tensor
 from ..roi_heads.baron_bbox_head import BaronBBoxHead
-from ..utils.bag_of_regions import (BAG_SAMPLING_DEFAULTS, BoxPositionalEmbedding, boxes_in_frame,
-                                    drop_words, random_permutations, sample_bag)
+from ..utils.bag_of_regions import (BAG_SAMPLING_DEFAULTS, DEFAULT_MAX_PERMS,
+                                    BoxPositionalEmbedding, boxes_in_frame, drop_words,
+                                    random_permutations, sample_bag)
 from .detic import DeticDetector, PseudoRegions
 
 # The official BaronCaption's bag encoding (wusize/ovdet configs/baron/ov_coco/
 # baron_caption_faster_rcnn_r50_caffe_c4_90k.py, ovd_cfg): up to 4 orders of each bag's
 # regions (sampling_cfg.max_perms), half of the pseudo words dropped (words_drop_ratio), a
 # positional embedding of each box in its bag's frame (use_pe).
-DEFAULT_BAG_ENCODING = dict(max_perms=4, word_drop_ratio=0.5, positional_embedding=True)
+DEFAULT_BAG_ENCODING = dict(
+    max_perms=DEFAULT_MAX_PERMS, word_drop_ratio=0.5, positional_embedding=True)
 
 
 class Bags(NamedTuple):
