@@ -16,7 +16,10 @@ that imports it (``custom_imports = dict(imports=['mmclim'])``):
 * every runner gets the default hook ``non_finite_loss`` (:class:`mmclim.engine.NonFiniteLossHook`):
   a non-finite loss stops the run naming the iteration and the loss terms, or, with
   ``default_hooks = dict(non_finite_loss=dict(action='skip'))``, skips the optimizer step
-  (:mod:`mmclim.engine.default_hooks`).
+  (:mod:`mmclim.engine.default_hooks`);
+* ``--resume`` is exact: checkpoints carry every rank's random generators and per-rank state,
+  and the default hook ``exact_resume`` (:class:`mmclim.engine.ExactResumeHook`) restores them
+  and replays the data stream from its own generators (:mod:`mmclim.engine.exact_resume`).
 
 Weights are read as data: checkpoints through ``torch.load(weights_only=True)`` with an
 allow-list of mmengine's own types (downloads included, :mod:`mmclim.engine.checkpoint_compat`),
@@ -29,6 +32,7 @@ from .version import __version__, version_info
 engine.allow_mmengine_checkpoint_types()
 engine.checkpoint_compat.load_url_checkpoints_as_data()
 engine.install_safe_checkpoints()
+engine.install_exact_resume()
 engine.install_default_hooks()
 evaluation.patch_lvis_numpy_aliases()
 models.utils.install_ops_fallback()

@@ -1,6 +1,7 @@
 # Copyright (c) mmclim contributors. All rights reserved.
 import contextlib
 import io
+import json
 import os
 import socket
 import subprocess
@@ -11,7 +12,8 @@ from typing import Iterable, List, Optional, Sequence
 import pytest
 import torch
 
-from mmclim.datasets import generate_shape_scenes
+from mmclim.datasets import generate_shape_captions, generate_shape_scenes
+from mmclim.models.backbones import OpenCLIPRegion
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TOY_CONFIG = REPO_ROOT / 'configs' / 'toy' / 'retinanet_tiny_toy-shapes.py'
@@ -37,6 +39,51 @@ def toy_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     generate_shape_scenes(str(root / 'data' / 'toy_shapes'), 'train', 8, image_size=64, seed=0)
     generate_shape_scenes(str(root / 'data' / 'toy_shapes'), 'val', 4, image_size=64, seed=1)
     return root
+
+
+def make_caption_workspace(root: Path, num_images: int, one_caption_each: bool) -> Path:
+    """``root`` holding toy captioned images (``data/toy_shapes/caption_train``, 64 pixels) and
+    random toy CLIP weights (``toy_clip.pt``) standing in for the baseline the toy CLIM configs
+    continue; with ``one_caption_each`` every image keeps only its first caption, so that no
+    caption is drawn at random."""
+    ann_file = generate_shape_captions(str(root / 'data' / 'toy_shapes'), 'caption_train',
+                                       num_images, image_size=64, seed=0)
+    if one_caption_each:
+        coco = json.loads(ann_file.read_text())
+        first = {}
+        for ann in coco['annotations']:
+            first.setdefault(ann['image_id'], ann)
+        coco['annotations'] = list(first.values())
+        ann_file.write_text(json.dumps(coco))
+    torch.manual_seed(0)
+    torch.save(OpenCLIPRegion('mmclim-toy-vit').clip.state_dict(), root / 'toy_clip.pt')
+    return root
+
+
+def toy_clim_options(max_iters: int) -> List[str]:
+    """``--cfg-options`` training a toy CLIM config of ``configs/clim`` in a
+    :func:`make_caption_workspace`: without validation, weight ensembling or class embeddings,
+    ``max_iters`` iterations logged each, data loaded in the main process."""
+    return ['--cfg-options', 'model.clip.pretrained=toy_clip.pt', 'model.class_embeddings=None',
+            'val_dataloader=None', 'val_cfg=None', 'val_evaluator=None', 'custom_hooks=[]',
+            f'train_cfg.max_iters={max_iters}', 'train_dataloader.num_workers=0',
+            'train_dataloader.persistent_workers=False', 'default_hooks.logger.interval=1']
+
+
+def assert_same_checkpoints(expected: Path, actual: Path) -> None:
+    """Two checkpoints of the same iteration hold bitwise equal weights and optimizer state."""
+    first, second = (torch.load(path, map_location='cpu', weights_only=True)
+                     for path in (expected, actual))
+    assert first['meta']['iter'] == second['meta']['iter']
+    assert first['state_dict'].keys() == second['state_dict'].keys()
+    for name, value in first['state_dict'].items():
+        assert torch.equal(second['state_dict'][name], value), f'{actual}: {name} differs'
+    states = first['optimizer']['state'], second['optimizer']['state']
+    assert states[0].keys() == states[1].keys() and states[0]
+    for key, state in states[0].items():
+        for name, value in state.items():
+            assert torch.equal(torch.as_tensor(states[1][key][name]), torch.as_tensor(value)), \
+                f'{actual}: optimizer state {key}.{name} differs'
 
 
 def free_port() -> int:

@@ -3,7 +3,9 @@
 
 With ``import mmclim`` (every mmclim config imports it) checkpoints are written atomically with a
 ``.sha256`` checksum that ``--resume`` and ``load_from`` verify, a run killed at any moment resumes
-from its last complete checkpoint, and a non-finite loss stops the run (see :mod:`mmclim`).
+from its last complete checkpoint exactly (every rank's random generators are restored; a config
+without ``randomness.seed`` takes the checkpoint's), and a non-finite loss stops the run (see
+:mod:`mmclim`).
 """
 import argparse
 

@@ -16,6 +16,7 @@ from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmengine.registry import RUNNERS
 from mmengine.runner import BaseLoop, Runner
+from mmengine.runner.checkpoint import find_latest_checkpoint
 
 # Backend used when a distributed launcher is asked for on a machine without CUDA.
 CPU_DIST_BACKEND = 'gloo'
@@ -45,9 +46,35 @@ def parse_runner_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
     return args
 
 
+def adopt_resumed_seed(cfg: Config) -> None:
+    """A resumed run whose config sets no ``randomness.seed`` takes the checkpoint's.
+
+    mmengine restores the checkpoint's seed only after the data loaders and samplers were built
+    with one drawn anew, so the resumed data order would differ. The checkpoint resumed
+    (``load_from`` with ``resume``, else the work dir's latest) is read on the CPU with its
+    tensors memory-mapped; other storage is left as it is.
+
+    Args:
+        cfg (Config): The run's config; its ``randomness`` is updated in place.
+    """
+    randomness = dict(cfg.get('randomness') or {})
+    if not cfg.get('resume') or randomness.get('seed') is not None:
+        return
+    path = cfg.get('load_from') or find_latest_checkpoint(cfg.work_dir)
+    if not path or not osp.isfile(path):
+        return
+    seed = torch.load(path, map_location='cpu', mmap=True, weights_only=True)['meta'].get('seed')
+    if seed is not None:
+        cfg.randomness = dict(randomness, seed=seed)
+        print_log(f'randomness.seed is not set: using the resumed checkpoint\'s seed {seed}',
+                  logger='current')
+
+
 def build_runner(cfg: Config) -> Runner:
-    """The config's runner (``runner_type`` or mmengine's), after :func:`setup_cpu_distributed`."""
+    """The config's runner (``runner_type`` or mmengine's), after :func:`setup_cpu_distributed`
+    and :func:`adopt_resumed_seed`."""
     setup_cpu_distributed(cfg)
+    adopt_resumed_seed(cfg)
     return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
 
 

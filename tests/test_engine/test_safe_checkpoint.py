@@ -5,66 +5,35 @@ The runs train :mod:`toy_regression` in forked processes (a kill must hit a real
 avoids importing mmclim again), saving every iteration with ``max_keep_ckpts=1``: the setting in
 which mmengine deleted the old checkpoint before the new one was written.
 """
-import builtins
 import hashlib
-import multiprocessing
 import os
 import random
 import re
 import signal
 import time
-import traceback
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List
 
 import pytest
 import torch
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 from mmengine.runner import Runner
-from toy_regression import isolated_runner_globals, single_threaded_after_fork, toy_config
+from toy_regression import (DIE_EXIT_CODE, JOIN_TIMEOUT_S, die_writing, fork_process,
+                            isolated_runner_globals, join_process, toy_config)
 
 import mmclim  # noqa: F401  (installs the safe checkpoints)
 from mmclim.engine import ChecksumMismatchError, NonFiniteTensorError
 
 BALLAST = 4_000_000  # float32s: 16 MB checkpoints, so that saving is most of an iteration
-JOIN_TIMEOUT_S = 120
 KILLS = 3
-DIE_EXIT_CODE = 9
 
 
 @pytest.fixture(autouse=True)
 def _isolated_runner_globals() -> Iterator[None]:
     with isolated_runner_globals():
         yield
-
-
-def _fork(target: Callable[..., Any], *args: Any, **kwargs: Any) -> multiprocessing.Process:
-    """Start ``target(*args, **kwargs)`` in a forked process that exits 0, or 1 on an
-    exception."""
-
-    def main() -> None:
-        single_threaded_after_fork()
-        code = 0
-        try:
-            target(*args, **kwargs)
-        except BaseException:
-            traceback.print_exc()
-            code = 1
-        os._exit(code)
-
-    process = multiprocessing.get_context('fork').Process(target=main)
-    process.start()
-    return process
-
-
-def _join(process: multiprocessing.Process) -> int:
-    process.join(JOIN_TIMEOUT_S)
-    if process.is_alive():
-        process.kill()
-        pytest.fail(f'process {process.pid} still ran after {JOIN_TIMEOUT_S} s')
-    return process.exitcode
 
 
 def _train(work_dir: Path, resume: bool = False, **kwargs: Any) -> Runner:
@@ -101,45 +70,10 @@ def _log_text(work_dir: Path) -> str:
     return '\n'.join(log.read_text() for log in sorted(work_dir.glob('*/*.log')))
 
 
-class _DyingFile:
-    """A file whose first write writes half of the data, then kills the process."""
-
-    def __init__(self, file: Any) -> None:
-        self.file = file
-
-    def write(self, data: Any) -> int:
-        data = data if isinstance(data, str) else memoryview(data).cast('B')
-        self.file.write(data[:len(data) // 2])
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        os._exit(DIE_EXIT_CODE)
-
-    def __enter__(self) -> '_DyingFile':
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.file.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.file, name)
-
-
 def _train_and_die_writing(work_dir: Path, name: str, occurrence: int) -> None:
     """Train, and die half-way through the ``occurrence``-th write of a file whose name contains
     ``name`` (checksum files aside)."""
-    real_open = builtins.open
-    opened_for_writing = []
-
-    def dying_open(file: Any, mode: str = 'r', *args: Any, **kwargs: Any) -> Any:
-        opened = real_open(file, mode, *args, **kwargs)
-        base = os.path.basename(os.fspath(file)) if isinstance(file, (str, os.PathLike)) else ''
-        if set(mode) & set('wxa') and name in base and not base.endswith('.sha256'):
-            opened_for_writing.append(base)
-            if len(opened_for_writing) == occurrence:
-                return _DyingFile(opened)
-        return opened
-
-    builtins.open = dying_open
+    die_writing(name, occurrence)
     _train(work_dir, max_iters=3, max_keep_ckpts=1, ballast=1000)
 
 
@@ -148,7 +82,8 @@ def test_a_kill_while_saving_keeps_the_previous_checkpoint_and_resume_continues(
         tmp_path: Path, name: str, occurrence: int) -> None:
     """Killed while writing the second checkpoint, or ``last_checkpoint`` after it."""
     work_dir = tmp_path / 'run'
-    assert _join(_fork(_train_and_die_writing, work_dir, name, occurrence)) == DIE_EXIT_CODE
+    assert join_process(fork_process(_train_and_die_writing, work_dir, name,
+                                     occurrence)) == DIE_EXIT_CODE
 
     checkpoint = _assert_intact(work_dir / 'iter_1.pth')
     assert checkpoint['meta']['iter'] == 1
@@ -158,7 +93,8 @@ def test_a_kill_while_saving_keeps_the_previous_checkpoint_and_resume_continues(
     else:  # written completely before last_checkpoint
         assert _assert_intact(work_dir / 'iter_2.pth')['meta']['iter'] == 2
 
-    assert _join(_fork(_train, work_dir, True, max_iters=3, max_keep_ckpts=1, ballast=1000)) == 0
+    assert join_process(
+        fork_process(_train, work_dir, True, max_iters=3, max_keep_ckpts=1, ballast=1000)) == 0
     assert 'resumed epoch: 0, iter: 1' in _log_text(work_dir)
     assert _assert_intact(work_dir / 'iter_3.pth')['meta']['iter'] == 3
     assert _last_checkpoint(work_dir) == work_dir / 'iter_3.pth'
@@ -179,7 +115,7 @@ def test_kill_9_at_random_moments_never_loses_the_run(tmp_path: Path) -> None:
     iters: List[int] = []
     for kill in range(KILLS):
         before = last.read_text() if last.exists() else None
-        process = _fork(_train_until_killed, work_dir, kill > 0)
+        process = fork_process(_train_until_killed, work_dir, kill > 0)
         deadline = time.monotonic() + JOIN_TIMEOUT_S
         # Wait for this process's first checkpoint, then kill it somewhere in the next ones.
         while not last.exists() or last.read_text() == before:
@@ -188,19 +124,23 @@ def test_kill_9_at_random_moments_never_loses_the_run(tmp_path: Path) -> None:
             time.sleep(0.01)
         time.sleep(rng.uniform(0.0, 1.0))
         os.kill(process.pid, signal.SIGKILL)
-        assert _join(process) == -signal.SIGKILL
+        assert join_process(process) == -signal.SIGKILL
         iters.append(_assert_intact(_last_checkpoint(work_dir))['meta']['iter'])
     assert iters == sorted(iters) and iters[0] >= 1, f'seed {seed}'
 
-    assert _join(_fork(_train, work_dir, True, max_iters=iters[-1] + 1, max_keep_ckpts=1,
-                       ballast=BALLAST)) == 0, f'seed {seed}'
+    assert join_process(
+        fork_process(
+            _train, work_dir, True, max_iters=iters[-1] + 1, max_keep_ckpts=1,
+            ballast=BALLAST)) == 0, f'seed {seed}'
     assert f'resumed epoch: 0, iter: {iters[-1]}' in _log_text(work_dir)
     assert _assert_intact(work_dir / f'iter_{iters[-1] + 1}.pth')['meta']['iter'] == iters[-1] + 1
     # No temporary file of a killed save nor checksum of a removed checkpoint is left. (A kill
     # between writing last_checkpoint and removing the dropped checkpoint may leave the latter.)
     files = _checkpoint_files(work_dir)
-    assert f'iter_{iters[-1] + 1}.pth' in files and not [name for name in files if name.startswith(
-        '.') or name.endswith('.sha256') and name[:-len('.sha256')] not in files], files
+    assert f'iter_{iters[-1] + 1}.pth' in files and not [
+        name for name in files
+        if name.startswith('.') or name.endswith('.sha256') and name[:-len('.sha256')] not in files
+    ], files
 
 
 def _flip_middle_byte(path: Path) -> None:
@@ -217,8 +157,10 @@ def flipped_checkpoint(tmp_path: Path) -> Path:
     original = torch.load(path, weights_only=True)
     _flip_middle_byte(path)
     corrupted = torch.load(path, weights_only=True)  # the corruption is silent to torch
-    changed = [key for key, value in original['state_dict'].items()
-               if not torch.equal(value, corrupted['state_dict'][key])]
+    changed = [
+        key for key, value in original['state_dict'].items()
+        if not torch.equal(value, corrupted['state_dict'][key])
+    ]
     assert changed == ['ballast'], 'the flipped byte should lie in the tensor data'
     return path
 
@@ -252,7 +194,10 @@ class PoisonAfterIteration(Hook):
     def __init__(self, iteration: int) -> None:
         self.iteration = iteration
 
-    def after_train_iter(self, runner: Runner, batch_idx: int, data_batch: Any = None,
+    def after_train_iter(self,
+                         runner: Runner,
+                         batch_idx: int,
+                         data_batch: Any = None,
                          outputs: Any = None) -> None:
         if runner.iter + 1 == self.iteration:
             with torch.no_grad():
@@ -264,9 +209,10 @@ def test_a_non_finite_state_is_never_written_and_the_previous_checkpoint_stays(
     cfg = toy_config(str(tmp_path), f'poison_{uuid.uuid4().hex}', max_iters=4, max_keep_ckpts=1)
     cfg.custom_hooks = [dict(type='PoisonAfterIteration', iteration=2)]
     runner = Runner.from_cfg(cfg)
-    with pytest.raises(NonFiniteTensorError,
-                       match=re.escape(f"checkpoint {tmp_path / 'iter_2.pth'}: tensor "
-                                       "'state_dict/linear.weight' holds 1 NaN")):
+    with pytest.raises(
+            NonFiniteTensorError,
+            match=re.escape(f"checkpoint {tmp_path / 'iter_2.pth'}: tensor "
+                            "'state_dict/linear.weight' holds 1 NaN")):
         runner.train()
     assert _checkpoint_files(tmp_path) == ['iter_1.pth', 'iter_1.pth.sha256', 'last_checkpoint']
     assert _last_checkpoint(tmp_path) == tmp_path / 'iter_1.pth'
@@ -275,12 +221,14 @@ def test_a_non_finite_state_is_never_written_and_the_previous_checkpoint_stays(
 
 
 def test_a_new_best_checkpoint_replaces_the_previous_one_and_its_checksum(tmp_path: Path) -> None:
-    cfg = toy_config(str(tmp_path), f'best_{uuid.uuid4().hex}', max_iters=3, interval=100,
-                     lr=0.001)
-    cfg.merge_from_dict(dict(
-        val_dataloader=cfg.test_dataloader, val_evaluator=cfg.test_evaluator, val_cfg=dict(),
-        train_cfg=dict(val_interval=1),
-        default_hooks=dict(checkpoint=dict(save_best='mse', rule='less', save_last=False))))
+    cfg = toy_config(str(tmp_path), f'best_{uuid.uuid4().hex}', max_iters=3, interval=100, lr=0.001)
+    cfg.merge_from_dict(
+        dict(
+            val_dataloader=cfg.test_dataloader,
+            val_evaluator=cfg.test_evaluator,
+            val_cfg=dict(),
+            train_cfg=dict(val_interval=1),
+            default_hooks=dict(checkpoint=dict(save_best='mse', rule='less', save_last=False))))
     Runner.from_cfg(cfg).train()
     val_lines = re.findall(r'Iter\(val\) \[\d+/\d+\] +mse: ([0-9.]+)', _log_text(tmp_path))
     mse = [float(value) for value in val_lines]

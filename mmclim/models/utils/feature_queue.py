@@ -6,7 +6,7 @@ add the embeddings of past iterations as extra rows or columns: newest first, at
 detached, per GPU (never gathered).
 """
 from numbers import Integral
-from typing import Tuple
+from typing import Dict, Tuple
 
 import torch
 import torch.nn as nn
@@ -16,10 +16,13 @@ from torch import Tensor
 class FeatureQueue(nn.Module):
     """A FIFO queue of embeddings (L, D) and their int64 ids (L,), newest first, L <= ``size``.
 
-    ``feats`` and ``ids`` are non-persistent buffers: they follow ``.to(device)``, are not saved
-    in checkpoints and start empty after a resume. The feature size D is set by the first
-    :meth:`push` (an empty (0, 0) queue until then). Under DDP keep ``broadcast_buffers=False``
-    (MMEngine's default), or rank 0 would overwrite the other ranks' queues.
+    ``feats`` and ``ids`` are non-persistent buffers: they follow ``.to(device)`` and are not in
+    the ``state_dict`` (each rank has its own queue, and exported weights do not carry it). Each
+    rank's queue is saved in the checkpoint's per-rank state instead (:meth:`rank_state_dict`,
+    :mod:`mmclim.engine.exact_resume`), so a resume continues with it. The feature size D is set
+    by the first :meth:`push` (an empty (0, 0) queue until then). Under DDP keep
+    ``broadcast_buffers=False`` (MMEngine's default), or rank 0 would overwrite the other ranks'
+    queues.
 
     Args:
         size (int): Maximum number of queued rows; 0 disables the queue. >= 0.
@@ -101,6 +104,18 @@ class FeatureQueue(nn.Module):
         kept = self.size - new_ids.shape[0]
         self.feats = torch.cat([new_feats, self.feats[:kept].to(new_feats)])
         self.ids = torch.cat([new_ids, self.ids[:kept].to(new_ids)])
+
+    def rank_state_dict(self) -> Dict[str, Tensor]:
+        """This rank's queue: ``feats`` (L, D) and ``ids`` (L,), for the checkpoint."""
+        return dict(feats=self.feats, ids=self.ids)
+
+    def load_rank_state_dict(self, state: Dict[str, Tensor]) -> None:
+        """Restore the queue from :meth:`rank_state_dict`'s output, on the queue's device."""
+        feats, ids = state['feats'], state['ids']
+        if feats.dim() != 2 or ids.shape != (feats.shape[0], ) or ids.shape[0] > self.size:
+            raise ValueError(f'saved {self.name} queue of {tuple(feats.shape)} embeddings and '
+                             f'{tuple(ids.shape)} ids does not fit a queue of size {self.size}')
+        self.feats, self.ids = feats.to(self.feats.device), ids.to(self.ids.device)
 
     def extra_repr(self) -> str:
         """Fields shown by ``repr``."""

@@ -186,3 +186,16 @@ def test_invalid_settings_and_queue_width() -> None:
             ValueError, match=r'bag_feats \(1, 3\): feature size must be that of the '
             'queued bags, 2'):
         module(torch.ones(1, 3), torch.ones(1, 3), _ids([1]), _ids([1]))
+
+
+def test_feature_queue_rank_state_round_trip() -> None:
+    """A rank's queue is not in the state_dict; it travels through rank_state_dict instead."""
+    queue = FeatureQueue(3, name='bags')
+    queue.push(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), _ids([7, 8]))
+    restored = FeatureQueue(3, name='bags')
+    restored.load_rank_state_dict(queue.rank_state_dict())
+    assert restored.feats.tolist() == [[1.0, 0.0], [0.0, 1.0]] and restored.ids.tolist() == [7, 8]
+    rows, _ = restored.extend(torch.ones(1, 2), _ids([9]))
+    assert rows.tolist() == [[1, 1], [1, 0], [0, 1]]
+    with pytest.raises(ValueError, match=r'saved bags queue of \(4, 2\) .* a queue of size 3'):
+        restored.load_rank_state_dict(dict(feats=torch.zeros(4, 2), ids=_ids([1, 2, 3, 4])))

@@ -1,0 +1,199 @@
+# Copyright (c) mmclim contributors. All rights reserved.
+"""A run killed at any moment and resumed gives the uninterrupted run's weights bitwise.
+
+The toy regression of :mod:`toy_regression` with ``noise``: its model and its data pipeline draw
+from Python's, numpy's and torch's generators, its loss reads a per-rank queue of past outputs,
+and a validation runs every ``VAL_INTERVAL`` iterations (its data loader draws a seed from
+torch's generator). Runs are forked processes, killed with SIGKILL (a kill must hit a real
+process), on one process and on two gloo ranks.
+"""
+import os
+import random
+import signal
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
+
+import pytest
+import torch
+from conftest import free_port
+from mmengine.runner import Runner
+from toy_regression import (DIE_EXIT_CODE, JOIN_TIMEOUT_S, fork_process, isolated_runner_globals,
+                            join_process, toy_config)
+
+import mmclim  # noqa: F401  (installs the rank states and the default hooks)
+from mmclim.engine import (RANK_STATES_KEY, build_runner, safe_save_checkpoint,
+                           verified_load_checkpoint)
+from mmclim.engine.launcher import adopt_resumed_seed
+
+MAX_ITERS = 12
+VAL_INTERVAL = 5
+BALLAST = 100_000  # float32s: 400 kB checkpoints
+# The kill comes within this many iterations of the first checkpoint, leaving at least as many
+# more to run: a slow machine cannot finish the run before the kill arrives.
+KILL_WITHIN = MAX_ITERS // 2
+WORLD_SIZE = 2
+
+
+@pytest.fixture(autouse=True)
+def _isolated_runner_globals() -> Iterator[None]:
+    with isolated_runner_globals():
+        yield
+
+
+def _config(work_dir: Path, resume: bool, **kwargs: Any) -> Any:
+    settings = dict(max_iters=MAX_ITERS, noise=True, val_interval=VAL_INTERVAL, max_keep_ckpts=1,
+                    ballast=BALLAST)
+    cfg = toy_config(str(work_dir), f'exact_{uuid.uuid4().hex}', **dict(settings, **kwargs))
+    cfg.resume = resume
+    return cfg
+
+
+def _train(work_dir: Path, resume: bool = False, die_writing_iter: Optional[int] = None) -> None:
+    if die_writing_iter is not None:
+        from toy_regression import die_writing
+        die_writing(f'iter_{die_writing_iter}.pth', 1)
+    Runner.from_cfg(_config(work_dir, resume)).train()
+
+
+def _train_rank(rank: int, port: int, work_dir: Path, resume: bool) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD_SIZE),
+                      MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+    cfg = _config(work_dir, resume)
+    cfg.launcher = 'pytorch'
+    cfg.env_cfg = dict(dist_cfg=dict(backend='gloo', timeout=JOIN_TIMEOUT_S))
+    build_runner(cfg).train()
+
+
+def _start(work_dir: Path, resume: bool, world_size: int) -> List[Any]:
+    """The processes of one run: a single one, or ``world_size`` gloo ranks."""
+    if world_size == 1:
+        return [fork_process(_train, work_dir, resume)]
+    port = free_port()
+    return [fork_process(_train_rank, rank, port, work_dir, resume) for rank in range(world_size)]
+
+
+def _run(work_dir: Path, resume: bool, world_size: int) -> None:
+    assert [join_process(p) for p in _start(work_dir, resume, world_size)] == [0] * world_size
+
+
+def _saved_iter(work_dir: Path) -> int:
+    last = work_dir / 'last_checkpoint'
+    return int(Path(last.read_text()).stem.split('_')[1]) if last.exists() else 0
+
+
+def _kill_at_random_moment(work_dir: Path, world_size: int, rng: random.Random) -> int:
+    """Start a run and SIGKILL all its processes at a random moment after its checkpoint of a
+    random iteration; returns that iteration."""
+    target = rng.randint(1, KILL_WITHIN)
+    processes = _start(work_dir, False, world_size)
+    deadline = time.monotonic() + JOIN_TIMEOUT_S
+    while _saved_iter(work_dir) < target:
+        assert all(p.is_alive() for p in processes), 'a training died on its own'
+        assert time.monotonic() < deadline, f'no checkpoint of iteration {target}'
+        time.sleep(0.002)
+    time.sleep(rng.uniform(0.0, 0.05))  # into the next iteration, or its save
+    for process in processes:
+        os.kill(process.pid, signal.SIGKILL)
+    assert [join_process(p) for p in processes] == [-signal.SIGKILL] * world_size
+    return target
+
+
+def _final(work_dir: Path) -> Dict[str, Any]:
+    return torch.load(work_dir / f'iter_{MAX_ITERS}.pth', map_location='cpu', weights_only=True)
+
+
+def _assert_same_weights(expected: Dict[str, Any], actual: Dict[str, Any]) -> None:
+    assert expected['meta']['iter'] == actual['meta']['iter'] == MAX_ITERS
+    for name, value in expected['state_dict'].items():
+        assert torch.equal(actual['state_dict'][name], value), name
+    for key, state in expected['optimizer']['state'].items():
+        assert torch.equal(actual['optimizer']['state'][key]['momentum_buffer'],
+                           state['momentum_buffer']), key
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Dict[int, Dict[str, Any]]:
+    """The final checkpoints of uninterrupted runs, by number of processes."""
+    finals = {}
+    for world_size in (1, WORLD_SIZE):
+        work_dir = tmp_path_factory.mktemp(f'uninterrupted{world_size}')
+        _run(work_dir, False, world_size)
+        finals[world_size] = _final(work_dir)
+    return finals
+
+
+@pytest.mark.parametrize('world_size', [1, WORLD_SIZE], ids=['one process', 'two processes'])
+def test_kill_9_at_a_random_moment_then_resume_equals_the_uninterrupted_run(
+        uninterrupted: Dict[int, Dict[str, Any]], tmp_path: Path, world_size: int) -> None:
+    seed = random.randrange(2**32)
+    iteration = _kill_at_random_moment(tmp_path, world_size, random.Random(seed))
+    resumed_from = _saved_iter(tmp_path)
+    assert iteration <= resumed_from < MAX_ITERS, f'seed {seed}'
+    _run(tmp_path, True, world_size)
+    log = '\n'.join(path.read_text() for path in sorted(tmp_path.glob('*/*.log')))
+    assert f'resumed epoch: 0, iter: {resumed_from}' in log, f'seed {seed}'
+    assert 'Resume is not exact' not in log, f'seed {seed}'
+    _assert_same_weights(uninterrupted[world_size], _final(tmp_path))
+
+
+def test_a_kill_inside_a_save_then_resume_equals_the_uninterrupted_run(
+        uninterrupted: Dict[int, Dict[str, Any]], tmp_path: Path) -> None:
+    """Killed writing the checkpoint after a validation's: the resume starts from the state
+    saved before the validation ran, which the uninterrupted run continued after it."""
+    iteration = VAL_INTERVAL + 1
+    assert join_process(fork_process(_train, tmp_path, False, iteration)) == DIE_EXIT_CODE
+    assert _saved_iter(tmp_path) == iteration - 1, f'killed writing iter_{iteration}.pth'
+    _run(tmp_path, True, 1)
+    _assert_same_weights(uninterrupted[1], _final(tmp_path))
+
+
+def test_every_rank_state_is_in_the_checkpoint(uninterrupted: Dict[int, Dict[str, Any]]) -> None:
+    states = uninterrupted[WORLD_SIZE]['meta'][RANK_STATES_KEY]
+    assert len(states) == WORLD_SIZE and len(uninterrupted[1]['meta'][RANK_STATES_KEY]) == 1
+    # Each rank's data stream is its own, and so is its queue of past outputs.
+    assert states[0]['data'] != states[1]['data']
+    queues = [state['modules']['queue']['feats'] for state in states]
+    assert queues[0].shape == queues[1].shape == (8, 1) and not torch.equal(*queues)
+
+
+def _rewrite(path: Path, edit: Any) -> None:
+    checkpoint = verified_load_checkpoint(str(path), map_location='cpu')
+    edit(checkpoint['meta'])
+    safe_save_checkpoint(checkpoint, str(path))
+
+
+@pytest.mark.parametrize('edit, overrides, message', [
+    (lambda meta: meta.pop(RANK_STATES_KEY), {}, 'the checkpoint holds no random-generator'),
+    (lambda meta: meta[RANK_STATES_KEY].append(meta[RANK_STATES_KEY][0]), {},
+     'the checkpoint was saved by 2 processes, this run has 1'),
+    (None, dict(train_dataloader=dict(batch_size=3)),
+     "after replaying 3 batches, rank 0's data stream is not the saved run's"),
+],
+                         ids=['no states', 'other world size', 'other batch size'])
+def test_what_cannot_be_restored_is_a_warning(tmp_path: Path, edit: Any, overrides: dict,
+                                              message: str) -> None:
+    Runner.from_cfg(_config(tmp_path, False, max_iters=3, ballast=0)).train()
+    if edit is not None:
+        _rewrite(tmp_path / 'iter_3.pth', edit)
+    cfg = _config(tmp_path, True, max_iters=4, ballast=0)
+    cfg.merge_from_dict(overrides)
+    Runner.from_cfg(cfg).train()
+    log = '\n'.join(path.read_text() for path in sorted(tmp_path.glob('*/*.log')))
+    assert f'Resume is not exact: {message}' in log
+    assert (tmp_path / 'iter_4.pth').is_file()
+
+
+def test_a_resume_without_a_configured_seed_takes_the_checkpoints(tmp_path: Path) -> None:
+    safe_save_checkpoint(dict(meta=dict(seed=1234, iter=2), state_dict={}),
+                         str(tmp_path / 'iter_2.pth'))
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'iter_2.pth'))
+    cfg = _config(tmp_path, True)
+    cfg.randomness = dict(seed=None, deterministic=False)
+    adopt_resumed_seed(cfg)
+    assert cfg.randomness == dict(seed=1234, deterministic=False)
+    fresh = _config(tmp_path, False)
+    fresh.randomness = dict(seed=None)
+    adopt_resumed_seed(fresh)  # not a resume: a seed of its own
+    assert fresh.randomness == dict(seed=None)
