@@ -17,7 +17,9 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 import torch
-from conftest import free_port
+from conftest import assert_same_checkpoints, free_port
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
 from mmengine.runner import Runner
 from toy_regression import (DIE_EXIT_CODE, JOIN_TIMEOUT_S, fork_process, isolated_runner_globals,
                             join_process, toy_config)
@@ -34,6 +36,7 @@ BALLAST = 100_000  # float32s: 400 kB checkpoints
 # more to run: a slow machine cannot finish the run before the kill arrives.
 KILL_WITHIN = MAX_ITERS // 2
 WORLD_SIZE = 2
+EPOCHS = 4  # of the epoch-based run
 
 
 @pytest.fixture(autouse=True)
@@ -100,21 +103,12 @@ def _kill_at_random_moment(work_dir: Path, world_size: int, rng: random.Random) 
     return target
 
 
-def _final(work_dir: Path) -> Dict[str, Any]:
-    return torch.load(work_dir / f'iter_{MAX_ITERS}.pth', map_location='cpu', weights_only=True)
-
-
-def _assert_same_weights(expected: Dict[str, Any], actual: Dict[str, Any]) -> None:
-    assert expected['meta']['iter'] == actual['meta']['iter'] == MAX_ITERS
-    for name, value in expected['state_dict'].items():
-        assert torch.equal(actual['state_dict'][name], value), name
-    for key, state in expected['optimizer']['state'].items():
-        assert torch.equal(actual['optimizer']['state'][key]['momentum_buffer'],
-                           state['momentum_buffer']), key
+def _final(work_dir: Path) -> Path:
+    return work_dir / f'iter_{MAX_ITERS}.pth'
 
 
 @pytest.fixture(scope='module')
-def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Dict[int, Dict[str, Any]]:
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Dict[int, Path]:
     """The final checkpoints of uninterrupted runs, by number of processes."""
     finals = {}
     for world_size in (1, WORLD_SIZE):
@@ -126,7 +120,7 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Dict[int, Dict[st
 
 @pytest.mark.parametrize('world_size', [1, WORLD_SIZE], ids=['one process', 'two processes'])
 def test_kill_9_at_a_random_moment_then_resume_equals_the_uninterrupted_run(
-        uninterrupted: Dict[int, Dict[str, Any]], tmp_path: Path, world_size: int) -> None:
+        uninterrupted: Dict[int, Path], tmp_path: Path, world_size: int) -> None:
     seed = random.randrange(2**32)
     iteration = _kill_at_random_moment(tmp_path, world_size, random.Random(seed))
     resumed_from = _saved_iter(tmp_path)
@@ -135,27 +129,76 @@ def test_kill_9_at_a_random_moment_then_resume_equals_the_uninterrupted_run(
     log = '\n'.join(path.read_text() for path in sorted(tmp_path.glob('*/*.log')))
     assert f'resumed epoch: 0, iter: {resumed_from}' in log, f'seed {seed}'
     assert 'Resume is not exact' not in log, f'seed {seed}'
-    _assert_same_weights(uninterrupted[world_size], _final(tmp_path))
+    assert_same_checkpoints(uninterrupted[world_size], _final(tmp_path))
 
 
 def test_a_kill_inside_a_save_then_resume_equals_the_uninterrupted_run(
-        uninterrupted: Dict[int, Dict[str, Any]], tmp_path: Path) -> None:
+        uninterrupted: Dict[int, Path], tmp_path: Path) -> None:
     """Killed writing the checkpoint after a validation's: the resume starts from the state
     saved before the validation ran, which the uninterrupted run continued after it."""
     iteration = VAL_INTERVAL + 1
     assert join_process(fork_process(_train, tmp_path, False, iteration)) == DIE_EXIT_CODE
     assert _saved_iter(tmp_path) == iteration - 1, f'killed writing iter_{iteration}.pth'
     _run(tmp_path, True, 1)
-    _assert_same_weights(uninterrupted[1], _final(tmp_path))
+    assert_same_checkpoints(uninterrupted[1], _final(tmp_path))
 
 
-def test_every_rank_state_is_in_the_checkpoint(uninterrupted: Dict[int, Dict[str, Any]]) -> None:
-    states = uninterrupted[WORLD_SIZE]['meta'][RANK_STATES_KEY]
-    assert len(states) == WORLD_SIZE and len(uninterrupted[1]['meta'][RANK_STATES_KEY]) == 1
+def test_every_rank_state_is_in_the_checkpoint(uninterrupted: Dict[int, Path]) -> None:
+    metas = {world_size: torch.load(path, weights_only=True)['meta']
+             for world_size, path in uninterrupted.items()}
+    states = metas[WORLD_SIZE][RANK_STATES_KEY]
+    assert len(states) == WORLD_SIZE and len(metas[1][RANK_STATES_KEY]) == 1
     # Each rank's data stream is its own, and so is its queue of past outputs.
     assert states[0]['data'] != states[1]['data']
     queues = [state['modules']['queue']['feats'] for state in states]
     assert queues[0].shape == queues[1].shape == (8, 1) and not torch.equal(*queues)
+
+
+class _Stop(Exception):
+    """Raised by ``_StopAfterEpoch``."""
+
+
+@HOOKS.register_module(force=True)
+class _StopAfterEpoch(Hook):
+    """Stops a run after the checkpoint of an epoch (the run's last hook)."""
+
+    priority = 'LOWEST'
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def after_train_epoch(self, runner: Runner) -> None:
+        if runner.epoch + 1 == self.epoch:
+            raise _Stop
+
+
+def _train_epochs(work_dir: Path, resume: bool, stop_after: Optional[int] = None) -> Runner:
+    """An epoch-based run of the noisy toy: 4 epochs of 4 iterations, each followed by its
+    checkpoint and a validation."""
+    cfg = _config(work_dir, resume, ballast=0, val_interval=1)
+    cfg.train_cfg = dict(by_epoch=True, max_epochs=EPOCHS, val_interval=1)
+    cfg.train_dataloader.sampler = dict(type='DefaultSampler', shuffle=True)
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', by_epoch=True, interval=1)
+    cfg.log_processor = dict(by_epoch=True)
+    if stop_after is not None:
+        cfg.custom_hooks = [dict(type='_StopAfterEpoch', epoch=stop_after)]
+    runner = Runner.from_cfg(cfg)
+    try:
+        runner.train()
+    except _Stop:
+        pass
+    return runner
+
+
+def test_an_epoch_based_run_resumes_exactly_from_an_epoch_checkpoint(tmp_path: Path) -> None:
+    """Nothing is replayed: the data of the main process draws from the restored generators."""
+    _train_epochs(tmp_path / 'full', False)
+    _train_epochs(tmp_path / 'split', False, stop_after=2)
+    assert Path((tmp_path / 'split' / 'last_checkpoint').read_text()).name == 'epoch_2.pth'
+    runner = _train_epochs(tmp_path / 'split', True)
+    assert runner.epoch == EPOCHS
+    assert_same_checkpoints(tmp_path / 'full' / f'epoch_{EPOCHS}.pth',
+                            tmp_path / 'split' / f'epoch_{EPOCHS}.pth')
 
 
 def _rewrite(path: Path, edit: Any) -> None:
