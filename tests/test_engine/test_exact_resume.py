@@ -21,8 +21,8 @@ from conftest import assert_same_checkpoints, free_port
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 from mmengine.runner import Runner
-from toy_regression import (DIE_EXIT_CODE, JOIN_TIMEOUT_S, fork_process, isolated_runner_globals,
-                            join_process, toy_config)
+from toy_regression import (DIE_EXIT_CODE, JOIN_TIMEOUT_S, die_writing, fork_process,
+                            isolated_runner_globals, join_process, toy_config)
 
 import mmclim  # noqa: F401  (installs the rank states and the default hooks)
 from mmclim.engine import (RANK_STATES_KEY, build_runner, safe_save_checkpoint,
@@ -53,28 +53,35 @@ def _config(work_dir: Path, resume: bool, **kwargs: Any) -> Any:
     return cfg
 
 
-def _train(work_dir: Path, resume: bool = False, die_writing_iter: Optional[int] = None) -> None:
+def _train(work_dir: Path, resume: bool, die_writing_iter: Optional[int] = None) -> None:
+    """One process; with ``die_writing_iter``, it dies half-way through writing that iteration's
+    checkpoint."""
     if die_writing_iter is not None:
-        from toy_regression import die_writing
         die_writing(f'iter_{die_writing_iter}.pth', 1)
     Runner.from_cfg(_config(work_dir, resume)).train()
 
 
-def _train_rank(rank: int, port: int, work_dir: Path, resume: bool) -> None:
+def _train_rank(rank: int, port: int, work_dir: Path, resume: bool,
+                die_writing_iter: Optional[int] = None) -> None:
+    """One of ``WORLD_SIZE`` gloo ranks; rank 0 (which writes) may die as :func:`_train`."""
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD_SIZE),
                       MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+    if die_writing_iter is not None and rank == 0:
+        die_writing(f'iter_{die_writing_iter}.pth', 1)
     cfg = _config(work_dir, resume)
     cfg.launcher = 'pytorch'
     cfg.env_cfg = dict(dist_cfg=dict(backend='gloo', timeout=JOIN_TIMEOUT_S))
     build_runner(cfg).train()
 
 
-def _start(work_dir: Path, resume: bool, world_size: int) -> List[Any]:
+def _start(work_dir: Path, resume: bool, world_size: int,
+           die_writing_iter: Optional[int] = None) -> List[Any]:
     """The processes of one run: a single one, or ``world_size`` gloo ranks."""
     if world_size == 1:
-        return [fork_process(_train, work_dir, resume)]
+        return [fork_process(_train, work_dir, resume, die_writing_iter)]
     port = free_port()
-    return [fork_process(_train_rank, rank, port, work_dir, resume) for rank in range(world_size)]
+    return [fork_process(_train_rank, rank, port, work_dir, resume, die_writing_iter)
+            for rank in range(world_size)]
 
 
 def _run(work_dir: Path, resume: bool, world_size: int) -> None:
@@ -132,15 +139,21 @@ def test_kill_9_at_a_random_moment_then_resume_equals_the_uninterrupted_run(
     assert_same_checkpoints(uninterrupted[world_size], _final(tmp_path))
 
 
+@pytest.mark.parametrize('world_size', [1, WORLD_SIZE], ids=['one process', 'two processes'])
 def test_a_kill_inside_a_save_then_resume_equals_the_uninterrupted_run(
-        uninterrupted: Dict[int, Path], tmp_path: Path) -> None:
+        uninterrupted: Dict[int, Path], tmp_path: Path, world_size: int) -> None:
     """Killed writing the checkpoint after a validation's: the resume starts from the state
-    saved before the validation ran, which the uninterrupted run continued after it."""
+    saved before the validation ran, which the uninterrupted run continued after it. With two
+    processes rank 0 dies and the other is killed, as a launcher does."""
     iteration = VAL_INTERVAL + 1
-    assert join_process(fork_process(_train, tmp_path, False, iteration)) == DIE_EXIT_CODE
+    processes = _start(tmp_path, False, world_size, iteration)
+    assert join_process(processes[0]) == DIE_EXIT_CODE
+    for process in processes[1:]:
+        os.kill(process.pid, signal.SIGKILL)
+        assert join_process(process) == -signal.SIGKILL
     assert _saved_iter(tmp_path) == iteration - 1, f'killed writing iter_{iteration}.pth'
-    _run(tmp_path, True, 1)
-    assert_same_checkpoints(uninterrupted[1], _final(tmp_path))
+    _run(tmp_path, True, world_size)
+    assert_same_checkpoints(uninterrupted[world_size], _final(tmp_path))
 
 
 def test_every_rank_state_is_in_the_checkpoint(uninterrupted: Dict[int, Path]) -> None:
