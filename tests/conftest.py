@@ -1,5 +1,6 @@
 # Copyright (c) mmclim contributors. All rights reserved.
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -7,7 +8,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import pytest
 import torch
@@ -94,12 +95,83 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def run_subprocess(args: Sequence[str], cwd: Path, timeout: float = 600,
+                   **env: str) -> subprocess.CompletedProcess:
+    """Run a command (a tool of this repo) in ``cwd``, with ``env`` added to the environment, and
+    return whatever its exit code."""
+    env = dict(os.environ, PYTHONPATH=f"{REPO_ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+               PYTHON=sys.executable, OMP_NUM_THREADS='1', PORT=str(free_port()), **env)
+    return subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+# Runs a Python script with ``open`` patched so that the process dies (exit code
+# DIE_EXIT_CODE, no clean-up, as a kill) half-way through writing the file named in
+# $DIE_WHILE_WRITING.
+DIE_EXIT_CODE = 9
+DIE_WHILE_WRITING = '''\
+import builtins, os, runpy, sys
+
+real_open = builtins.open
+
+
+class DyingFile:
+    def __init__(self, file):
+        self.file = file
+
+    def write(self, data):
+        data = memoryview(data).cast('B')
+        self.file.write(data[:len(data) // 2])
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        os._exit({code})
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()
+
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+
+def dying_open(file, mode='r', *args, **kwargs):
+    opened = real_open(file, mode, *args, **kwargs)
+    base = os.path.basename(os.fspath(file)) if isinstance(file, (str, os.PathLike)) else ''
+    if 'b' in mode and set(mode) & set('wxa') and os.environ['DIE_WHILE_WRITING'] in base \\
+            and not base.endswith('.sha256'):
+        return DyingFile(opened)
+    return opened
+
+
+builtins.open = dying_open
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name='__main__')
+'''.format(code=DIE_EXIT_CODE)
+
+
+def run_dying_while_writing(tool: str, args: Sequence[str], cwd: Path,
+                            name: str) -> subprocess.CompletedProcess:
+    """Run ``tools/<tool>`` with ``args`` until it dies half-way through writing the first file
+    whose name contains ``name`` (checksum files aside), as a kill inside a save."""
+    wrapper = cwd / 'die_while_writing.py'
+    wrapper.write_text(DIE_WHILE_WRITING)
+    return run_subprocess([sys.executable, str(wrapper), str(REPO_ROOT / 'tools' / tool), *args],
+                          cwd, DIE_WHILE_WRITING=name)
+
+
+def assert_intact(path: Path) -> Dict[str, Any]:
+    """``path`` exists, its ``.sha256`` file (sha256sum format) records its hash, it loads."""
+    assert path.is_file(), f'{path} does not exist'
+    recorded = (path.parent / f'{path.name}.sha256').read_text().split()
+    assert recorded == [hashlib.sha256(path.read_bytes()).hexdigest(), path.name]
+    return torch.load(path, map_location='cpu', weights_only=True)
+
+
 def run_tool(args: Sequence[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run a command (a tool of this repo) in ``cwd``; fail the test with its output if it fails."""
-    env = dict(os.environ, PYTHONPATH=f"{REPO_ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-               PYTHON=sys.executable, OMP_NUM_THREADS='1', PORT=str(free_port()))
-    proc = subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    proc = run_subprocess(args, cwd, timeout)
     if proc.returncode != 0:
         pytest.fail(f'{" ".join(args)} exited {proc.returncode}\n'
                     f'--- stdout ---\n{proc.stdout[-4000:]}\n--- stderr ---\n{proc.stderr[-4000:]}')
