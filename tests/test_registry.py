@@ -11,7 +11,7 @@ EXPECTED = {
         'DeticCascadeRoIHead', 'CenterNetRPNHead', 'DeticDetector', 'DeticCaptionLoss',
         'DeticTagLoss', 'DeticSigmoidClassLoss', 'MultiBranchDetDataPreprocessor'
     ],
-    'DATASETS': ['CocoCaptionPairDataset', 'CC3MCaptionDataset'],
+    'DATASETS': ['CocoCaptionPairDataset', 'CC3MCaptionDataset', 'WebDatasetCaptions'],
     'DATA_SAMPLERS': ['ExactMultiSourceSampler'],
     'METRICS': ['RegionClassificationMetric', 'OVCocoSplitMetric', 'FastLVISMetric'],
     'TRANSFORMS': ['MosaicPseudoRegion', 'CachedMosaicPseudoRegion', 'CaptionPseudoBox'],

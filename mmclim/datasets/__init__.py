@@ -9,6 +9,7 @@ from .toy_shapes import (TOY_NOVEL_CLASSES, TOY_UNSEEN_PROMPT_TEMPLATES, class_n
                          generate_shape_captions, generate_shape_scenes, write_base_only)
 from .transforms import (CachedMosaicPseudoRegion, CaptionPseudoBox, LoadPanopticRegions,
                          MosaicPseudoRegion, RandomResizedCrop)
+from .webdataset_captions import WebDatasetCaptions
 
 __all__ = [
     'BadImageError', 'CaptionDataset', 'CaptionPseudoBox', 'CC3MCaptionDataset',
@@ -16,5 +17,5 @@ __all__ = [
     'class_names', 'ExactMultiSourceSampler', 'generate_shape_captions', 'generate_shape_scenes',
     'MosaicPseudoRegion', 'CachedMosaicPseudoRegion', 'LoadPanopticRegions',
     'OV_COCO_BASE_CLASSES', 'OV_COCO_CLASSES', 'OV_COCO_NOVEL_CLASSES', 'RandomResizedCrop',
-    'TOY_NOVEL_CLASSES', 'TOY_UNSEEN_PROMPT_TEMPLATES', 'write_base_only'
+    'TOY_NOVEL_CLASSES', 'TOY_UNSEEN_PROMPT_TEMPLATES', 'WebDatasetCaptions', 'write_base_only'
 ]

@@ -55,11 +55,16 @@ class ReplayableDataIterator:
         self.stream = stream
         self.fetched = 0
         self._expected: Optional[Tuple[int, str, Callable[[int], None]]] = None
+        self._skipping = 0
 
     def __iter__(self) -> 'ReplayableDataIterator':
         return self
 
     def __next__(self) -> Any:
+        if self._skipping:
+            self._skipping -= 1
+            self.fetched += 1
+            return None
         if self._expected is not None and self.fetched == self._expected[0]:
             position, digest, on_mismatch = self._expected
             self._expected = None
@@ -77,6 +82,26 @@ class ReplayableDataIterator:
     def digest(self) -> str:
         """sha256 of where the stream's generators are after the batches fetched so far."""
         return self.stream.digest()
+
+    def seek(self, batches: int) -> None:
+        """Position a seekable stream (a dataset with ``skip_samples``, e.g.
+        :class:`~mmclim.datasets.WebDatasetCaptions`) after ``batches`` batches of this rank.
+
+        The dataset is told how many samples were consumed, the wrapped iterator is rebuilt (its
+        worker processes, started with the old position, are shut down) and the next
+        ``batches`` fetches, mmengine's replay, return None without reading anything.
+
+        Args:
+            batches (int): Batches this rank consumed (the resumed iteration).
+        """
+        loader = self.iterator._dataloader
+        loader.dataset.skip_samples(batches * loader.batch_size, loader.batch_size,
+                                    loader.drop_last)
+        shutdown = getattr(getattr(self.iterator, '_iterator', None), '_shutdown_workers', None)
+        if callable(shutdown):
+            shutdown()
+        self.iterator = type(self.iterator)(loader)
+        self._skipping = batches
 
     def expect(self, position: int, digest: str, on_mismatch: Callable[[int], None]) -> None:
         """Check, once ``position`` batches have been fetched, that :meth:`digest` is ``digest``

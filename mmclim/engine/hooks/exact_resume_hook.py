@@ -7,6 +7,7 @@ from mmdet.registry import HOOKS
 from mmengine.dist import get_dist_info
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
+from torch.utils.data import IterableDataset
 
 from ..exact_resume import (DATA, MODULES, RANDOM, RANK_STATES_KEY, ReplayableDataIterator,
                             rank_state_modules, unwrapped_model)
@@ -16,6 +17,12 @@ from ..random_states import RandomStream, isolated_random_states, restore_random
 DATA_STREAM = 0x64617461  # b'data'
 # The attribute marking a validation loop whose ``run`` no longer moves the generators.
 ISOLATED_ATTR = '_mmclim_isolated_random_states'
+
+
+def is_seekable(dataset: Any) -> bool:
+    """Whether a dataset can start after consumed samples without reading them
+    (``skip_samples(num_samples, batch_size, drop_last)``, e.g. a stream of shards)."""
+    return callable(getattr(dataset, 'skip_samples', None))
 
 
 def _warn(message: str) -> None:
@@ -36,10 +43,14 @@ class ExactResumeHook(Hook):
       ``(runner.seed, rank)``, so mmengine's replay of the data up to the resumed iteration
       rebuilds the saved run's data stream; the validation loop runs without moving the
       generators (a validation after a checkpoint's save would otherwise draw between the saved
-      state and the next step, e.g. the seed of its data loader's iterator).
+      state and the next step, e.g. the seed of its data loader's iterator). On a resume, a
+      seekable dataset (one with ``skip_samples``, such as the shard stream
+      :class:`~mmclim.datasets.WebDatasetCaptions`) is positioned after the consumed samples
+      instead, so the replay reads nothing.
     * ``before_train_epoch`` of the first epoch after a resume (this hook runs last): each rank
       restores its generators and its modules' ``rank_state_dict()``. After the replay, the
-      data stream is checked against the saved one.
+      data stream is checked against the saved one. In an epoch-based loop, a streamed
+      dataset's ``set_epoch`` is called at every epoch.
 
     An epoch-based loop resumes exactly at its epoch-end checkpoints (it replays nothing).
     Whatever cannot be restored (a checkpoint saved without the states, another number of
@@ -89,6 +100,10 @@ class ExactResumeHook(Hook):
         saved, self._saved = self._saved, None
         if loop.iter == 0 and loop.epoch == 0:
             return  # a new run (or load_from)
+        seekable = isinstance(iterator, ReplayableDataIterator) and is_seekable(
+            loop.dataloader.dataset)
+        if seekable:
+            iterator.seek(loop.iter)  # the replay reads nothing
         if self._seed_drawn:
             _warn(f'the config sets no randomness.seed, so this process built its data loader '
                   f'with a seed of its own before the checkpoint\'s {runner.seed} was restored; '
@@ -102,7 +117,8 @@ class ExactResumeHook(Hook):
                   f'{world_size}; the run continues with fresh generators')
             return
         self._pending = saved[rank]
-        if isinstance(iterator, ReplayableDataIterator) and saved[rank][DATA] is not None:
+        if isinstance(iterator, ReplayableDataIterator) and not seekable \
+                and saved[rank][DATA] is not None:
             iterator.expect(
                 loop.iter, saved[rank][DATA],
                 lambda position: _warn(
@@ -110,7 +126,12 @@ class ExactResumeHook(Hook):
                     'saved run\'s (another dataset, pipeline, batch size or num_workers?)'))
 
     def before_train_epoch(self, runner) -> None:
-        """Restore this rank's generators and module states, last of all hooks, once."""
+        """Tell a streamed dataset of an epoch-based loop its epoch; restore this rank's
+        generators and module states, last of all hooks, once."""
+        dataset = runner.train_loop.dataloader.dataset
+        if isinstance(dataset, IterableDataset) and callable(getattr(dataset, 'set_epoch', None)) \
+                and not hasattr(runner.train_loop, 'dataloader_iterator'):
+            dataset.set_epoch(runner.epoch)
         state, self._pending = self._pending, None
         if state is None:
             return
