@@ -26,7 +26,7 @@ allow-list of mmengine's own types (downloads included, :mod:`mmclim.engine.chec
 OpenAI's TorchScript archives by reading their tensors from the zip without running their code
 (:mod:`mmclim.models.backbones.torchscript_archive`).
 """
-from . import datasets, engine, evaluation, models, structures
+from . import apis, datasets, engine, evaluation, models, structures, visualization
 from .version import __version__, version_info
 
 engine.allow_mmengine_checkpoint_types()
@@ -38,5 +38,6 @@ evaluation.patch_lvis_numpy_aliases()
 models.utils.install_ops_fallback()
 
 __all__ = [
-    '__version__', 'version_info', 'datasets', 'engine', 'evaluation', 'models', 'structures'
+    '__version__', 'version_info', 'apis', 'datasets', 'engine', 'evaluation', 'models',
+    'structures', 'visualization'
 ]
