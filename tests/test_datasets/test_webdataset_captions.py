@@ -35,7 +35,7 @@ from mmclim.datasets.webdataset_captions import write_shard_index
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONVERTER = REPO_ROOT / 'tools' / 'dataset_converters' / 'captions_to_webdataset.py'
 TOY_REGRESSION_DIR = REPO_ROOT / 'tests' / 'test_engine'
-WDS_CONFIG = REPO_ROOT / 'configs' / 'clim' / 'clim_vitb16_cc3m-wds.py'
+CONFIGS = REPO_ROOT / 'configs' / 'clim'
 # The image loader of the CLIM configs (configs/clim/clim_vitb16_coco-caption.py, load_image).
 CLIM_LOADER = dict(type='LoadImageFromFile', imdecode_backend='pillow',
                    color_type='color_ignore_orientation')
@@ -351,8 +351,11 @@ def test_skip_samples_resumes_after_the_consumed_samples(toy: Dict[str, Path]) -
         resumed.skip_samples(7, batch_size)
 
 
-def test_shipped_config_builds_with_shrunk_data(toy: Dict[str, Path]) -> None:
-    cfg = Config.fromfile(str(WDS_CONFIG)).train_dataloader
+@pytest.mark.parametrize('config, side', [('clim_vitb16_cc3m-wds.py', 224),
+                                          ('clim_rn50x64_cc3m-wds.py', 448)])
+def test_shipped_config_builds_with_shrunk_data(toy: Dict[str, Path], config: str,
+                                                side: int) -> None:
+    cfg = Config.fromfile(str(CONFIGS / config)).train_dataloader
     assert cfg.sampler is None and cfg.dataset.num_workers == cfg.num_workers
     dataset_cfg = cfg.dataset
     dataset_cfg.update(data_root=str(toy['shards']), shards=SHARDS, index_file='index.json',
@@ -360,7 +363,7 @@ def test_shipped_config_builds_with_shrunk_data(toy: Dict[str, Path]) -> None:
     dataset = DATASETS.build(dataset_cfg)
     assert isinstance(dataset, WebDatasetCaptions) and len(dataset) == NUM_IMAGES
     sample = next(iter(dataset))
-    assert sample['inputs'].shape == (3, 224, 224)
+    assert sample['inputs'].shape == (3, side, side)  # the recipe's crop size
     assert '#' in sample['data_samples'].img_path and sample['data_samples'].captions
 
 
