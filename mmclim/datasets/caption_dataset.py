@@ -1,9 +1,6 @@
 # Copyright (c) mmclim contributors. All rights reserved.
 """Image-caption datasets: the shared validation and reporting of bad entries."""
-import logging
-import os
 import os.path as osp
-from multiprocessing.util import Finalize
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
@@ -14,13 +11,9 @@ from mmengine.logging import print_log
 from PIL import Image
 
 from .bad_image import TOO_SMALL_IMAGE, BadImageError, load_failure_reason
+from .skip_counter import NUM_REPORTED_IDS, SkipCounter
 
-# How many offending image ids (or files) a report names.
-NUM_REPORTED_IDS = 5
 BAD_ENTRY_POLICIES = ('skip', 'raise')
-# Images skipped at load time are logged at the first skip, then at every this many-th skip of
-# the process, with the counts so far.
-BAD_IMAGE_LOG_INTERVAL = 100
 # The shorter side, in pixels, below which a decoded image is a bad entry (``min_image_size``):
 # under one patch of the smallest tower here (``mmclim-toy-vit``, patch 8), such an image (the
 # 1x1 spacers of web-crawled caption sets) only becomes a pseudo region or a training image by
@@ -130,9 +123,7 @@ class CaptionDataset(BaseDataset):
                              f'{min_image_size!r}')
         self.min_image_size = min_image_size
         # Images skipped at load time by this process (see the class docstring).
-        self.bad_images: Dict[str, int] = {}
-        self.bad_image_files: List[str] = []
-        self._bad_images_pid: Optional[int] = None
+        self._skips = SkipCounter('images skipped at load time', 'files')
         self.on_bad_entry = on_bad_entry
         self.check_images = check_images
         self.with_tags = with_tags
@@ -384,24 +375,21 @@ class CaptionDataset(BaseDataset):
                 f'image {path} is {img.shape[0]}x{img.shape[1]} pixels, its shorter side under '
                 f'min_image_size={self.min_image_size}')
 
+    @property
+    def bad_images(self) -> Dict[str, int]:
+        """Reason -> images this process skipped at load time."""
+        return self._skips.counts
+
+    @property
+    def bad_image_files(self) -> List[str]:
+        """The first files this process skipped at load time."""
+        return self._skips.first
+
     def _skip_bad_image(self, error: BadImageError, img_id: object) -> None:
         """Count and (the first, then every ``BAD_IMAGE_LOG_INTERVAL``-th) log a skip."""
-        pid = os.getpid()
-        if self._bad_images_pid != pid:
-            # A new process (a dataloader worker): its own counts, summarised when it ends.
-            self._bad_images_pid = pid
-            self.bad_images, self.bad_image_files = {}, []
-            Finalize(self, _log_bad_image_summary,
-                     args=(self._report_name(), self.bad_images, self.bad_image_files, pid),
-                     exitpriority=0)
-        self.bad_images[error.reason] = self.bad_images.get(error.reason, 0) + 1
-        if len(self.bad_image_files) < NUM_REPORTED_IDS and error.path not in self.bad_image_files:
-            self.bad_image_files.append(error.path)
-        total = sum(self.bad_images.values())
-        if total == 1 or total % BAD_IMAGE_LOG_INTERVAL == 0:
-            print_log(f'{self._report_name()}: skipped image {img_id} (on_bad_entry=skip): '
-                      f'{error}; {_bad_image_counts(self.bad_images, self.bad_image_files, pid)}',
-                      logger='current', level=logging.WARNING)
+        self._skips.count(self._report_name(), error.reason, error.path,
+                          f'{self._report_name()}: skipped image {img_id} '
+                          f'(on_bad_entry=skip): {error}')
 
     def _report_name(self) -> str:
         return f'{type(self).__name__} {self.ann_file}'
@@ -412,20 +400,4 @@ class CaptionDataset(BaseDataset):
         Returns:
             dict: Reason -> number of skips (a copy of ``bad_images``); empty when none.
         """
-        _log_bad_image_summary(self._report_name(), self.bad_images, self.bad_image_files,
-                               os.getpid())
-        return dict(self.bad_images)
-
-
-def _bad_image_counts(counts: Dict[str, int], files: List[str], pid: int) -> str:
-    """How the log lines state a process's skips: the total, per reason, the first files."""
-    return (f'{sum(counts.values())} images skipped at load time by process {pid}: {counts} '
-            f'(first files: {files})')
-
-
-def _log_bad_image_summary(name: str, counts: Dict[str, int], files: List[str],
-                           pid: int) -> None:
-    """The end-of-run line of :meth:`CaptionDataset.summarize_bad_images`."""
-    if counts:
-        print_log(f'{name}: {_bad_image_counts(counts, files, pid)}', logger='current',
-                  level=logging.WARNING)
+        return self._skips.summarize(self._report_name())

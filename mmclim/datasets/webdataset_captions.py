@@ -15,9 +15,7 @@ fix the epoch length and let a resumed run skip whole shards without opening the
 import json
 import logging
 import math
-import os
 import os.path as osp
-from multiprocessing.util import Finalize
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import mmcv
@@ -33,8 +31,8 @@ from webdataset.shardlists import expand_urls
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
 from .bad_image import EMPTY_IMAGE, TOO_SMALL_IMAGE, UNDECODABLE_IMAGE, BadImageError
-from .caption_dataset import (BAD_ENTRY_POLICIES, BAD_IMAGE_LOG_INTERVAL, DEFAULT_MIN_IMAGE_SIZE,
-                              LOAD_ERRORS, NUM_REPORTED_IDS)
+from .caption_dataset import BAD_ENTRY_POLICIES, DEFAULT_MIN_IMAGE_SIZE, LOAD_ERRORS
+from .skip_counter import NUM_REPORTED_IDS, SkipCounter
 
 # The members of a sample, by extension (img2dataset's output; lower case, as webdataset
 # lower-cases them when grouping). The first image extension present is the image.
@@ -273,9 +271,7 @@ class WebDatasetCaptions(IterableDataset):
         # the worker whose batch came next).
         self._resume: Optional[Tuple[int, List[int], int]] = None
         # Bad samples and shards skipped by this process (see the class docstring).
-        self.bad_samples: Dict[str, int] = {}
-        self.bad_sample_names: List[str] = []
-        self._bad_samples_pid: Optional[int] = None
+        self._skips = SkipCounter('samples or shards skipped', 'samples')
 
     @property
     def metainfo(self) -> dict:
@@ -622,23 +618,20 @@ class WebDatasetCaptions(IterableDataset):
                                 f'min_image_size={self.min_image_size}')
         return img.astype(np.float32) if self.decoder.to_float32 else img
 
+    @property
+    def bad_samples(self) -> Dict[str, int]:
+        """Reason -> samples and shards this process skipped."""
+        return self._skips.counts
+
+    @property
+    def bad_sample_names(self) -> List[str]:
+        """The first samples (``'<shard>#<key>'``) and shards this process skipped."""
+        return self._skips.first
+
     def _count_bad(self, reason: str, name: str, message: str) -> None:
         """Count and (the first, then every ``BAD_IMAGE_LOG_INTERVAL``-th) log a skip."""
-        pid = os.getpid()
-        if self._bad_samples_pid != pid:
-            # A new process (a dataloader worker): its own counts, summarised when it ends.
-            self._bad_samples_pid = pid
-            self.bad_samples, self.bad_sample_names = {}, []
-            Finalize(self, _log_summary, args=(self._report_name(), self.bad_samples,
-                                               self.bad_sample_names, pid), exitpriority=0)
-        self.bad_samples[reason] = self.bad_samples.get(reason, 0) + 1
-        if len(self.bad_sample_names) < NUM_REPORTED_IDS:
-            self.bad_sample_names.append(name)
-        total = sum(self.bad_samples.values())
-        if total == 1 or total % BAD_IMAGE_LOG_INTERVAL == 0:
-            print_log(f"{message}; skipped (on_bad_entry='skip'); "
-                      f'{_counts(self.bad_samples, self.bad_sample_names, pid)}',
-                      logger='current', level=logging.WARNING)
+        self._skips.count(self._report_name(), reason, name,
+                          f"{message}; skipped (on_bad_entry='skip')")
 
     def _report_name(self) -> str:
         return f'{type(self).__name__} {self.shard_paths[0]}... ({len(self.shard_paths)} shards)'
@@ -649,17 +642,4 @@ class WebDatasetCaptions(IterableDataset):
         Returns:
             dict: Reason -> number skipped (a copy of ``bad_samples``); empty when none.
         """
-        _log_summary(self._report_name(), self.bad_samples, self.bad_sample_names, os.getpid())
-        return dict(self.bad_samples)
-
-
-def _counts(counts: Dict[str, int], names: List[str], pid: int) -> str:
-    """How the log lines state a process's skips: per reason, the first samples or shards."""
-    return f'skipped by process {pid} so far: {counts} (first: {names})'
-
-
-def _log_summary(name: str, counts: Dict[str, int], names: List[str], pid: int) -> None:
-    """The end-of-run line of :meth:`WebDatasetCaptions.summarize_bad_samples`."""
-    if counts:
-        print_log(f'{name}: {_counts(counts, names, pid)}', logger='current',
-                  level=logging.WARNING)
+        return self._skips.summarize(self._report_name())

@@ -19,7 +19,7 @@ from mmengine.dataset import pseudo_collate
 from mmengine.logging import MMLogger
 from mmengine.registry import init_default_scope
 
-import mmclim.datasets.caption_dataset as caption_dataset_module
+import mmclim.datasets.skip_counter as skip_counter_module
 from mmclim.datasets import CC3MCaptionDataset, CocoCaptionPairDataset
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -184,7 +184,7 @@ def test_worker_processes_count_and_summarise_their_own_skips(tmp_path: Path) ->
 
 def test_skips_are_logged_at_the_first_then_every_nth(tmp_path: Path, warnings: List[str],
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(caption_dataset_module, 'BAD_IMAGE_LOG_INTERVAL', 3)
+    monkeypatch.setattr(skip_counter_module, 'BAD_IMAGE_LOG_INTERVAL', 3)
     dataset = _cc3m(tmp_path, ['1.png', 'text.jpg'])
     for _ in range(7):
         assert dataset.prepare_data(1) is None
