@@ -1,6 +1,7 @@
 # Copyright (c) mmclim contributors. All rights reserved.
 import contextlib
 import hashlib
+import importlib.util
 import io
 import json
 import os
@@ -8,6 +9,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import pytest
@@ -176,6 +178,19 @@ def run_tool(args: Sequence[str], cwd: Path, timeout: float = 600) -> subprocess
         pytest.fail(f'{" ".join(args)} exited {proc.returncode}\n'
                     f'--- stdout ---\n{proc.stdout[-4000:]}\n--- stderr ---\n{proc.stderr[-4000:]}')
     return proc
+
+
+def load_tool(path: str) -> ModuleType:
+    """A script under ``tools/`` as a module, so that a test runs its ``main`` in-process
+    (a ``python tools/...`` process spends about 10 s importing mmdet).
+
+    Args:
+        path (str): The script, relative to ``tools/``.
+    """
+    spec = importlib.util.spec_from_file_location(Path(path).stem, REPO_ROOT / 'tools' / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def python_tool(name: str, *args: str) -> List[str]:

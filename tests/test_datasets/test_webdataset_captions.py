@@ -3,7 +3,6 @@
 round trip, the shard split over ranks and workers, bad samples and shards, resuming, and a
 two-process gloo run."""
 import copy
-import importlib.util
 import json
 import os
 import shutil
@@ -18,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import free_port
+from conftest import REPO_ROOT, free_port, load_tool
 from mmdet.registry import DATASETS, MODELS
 from mmengine.config import Config
 from mmengine.model import BaseModel
@@ -32,8 +31,6 @@ import mmclim.datasets.webdataset_captions as wds_module
 from mmclim.datasets import BadImageError, WebDatasetCaptions, generate_shape_captions
 from mmclim.datasets.webdataset_captions import write_shard_index
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CONVERTER = REPO_ROOT / 'tools' / 'dataset_converters' / 'captions_to_webdataset.py'
 TOY_REGRESSION_DIR = REPO_ROOT / 'tests' / 'test_engine'
 CONFIGS = REPO_ROOT / 'configs' / 'clim'
 # The image loader of the CLIM configs (configs/clim/clim_vitb16_coco-caption.py, load_image).
@@ -49,14 +46,7 @@ RUN_ITERS = 6
 RESUME_AT = 4
 
 
-def _load_converter():
-    spec = importlib.util.spec_from_file_location('captions_to_webdataset', CONVERTER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-converter = _load_converter()
+converter = load_tool('dataset_converters/captions_to_webdataset.py')
 
 
 @pytest.fixture(autouse=True)

@@ -1,30 +1,21 @@
 # Copyright (c) mmclim contributors. All rights reserved.
 """tools/analysis_tools/response_maps.py on toy CLIPs: an open_clip file and an mmclim run."""
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, load_tool
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 from mmclim.datasets import generate_shape_scenes
 from mmclim.models.backbones import OpenCLIPRegion
 
-TOOL = REPO_ROOT / 'tools' / 'analysis_tools' / 'response_maps.py'
 TOY_CLIM = REPO_ROOT / 'configs' / 'clim' / 'clim_toy-vit_toy-shapes.py'
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location('response_maps', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tool = _load_tool()
+tool = load_tool('analysis_tools/response_maps.py')
 
 
 @pytest.fixture(scope='module')
