@@ -126,7 +126,8 @@ def compute_text_embeddings(model: OpenCLIPRegion,
     Run the model in eval mode; no graph is built.
 
     Args:
-        model (OpenCLIPRegion): The CLIP model whose text tower embeds the prompts.
+        model (OpenCLIPRegion | CLIPTextEncoder): The text tower that embeds the prompts (any
+            module with ``encode_text(texts, normalize, batch_size, output)``).
         class_names (Sequence[str]): C class names.
         templates (Sequence[str] | PromptSet): T templates, each with one ``{}`` (names put in
             as they are), or a :class:`PromptSet` whose rules process the names.

@@ -210,8 +210,42 @@ class CLIPTextEncoder(BaseModule):
         return encode_text_tower(self.clip, sequences, num_kept + 1, output, normalize)
 
     @torch.no_grad()
+    def encode_text(self,
+                    texts: List[str],
+                    normalize: bool = True,
+                    batch_size: Optional[int] = None,
+                    output: str = 'projection') -> Tensor:
+        """Text embeddings, as :meth:`~.OpenCLIPRegion.encode_text` of the same CLIP makes them
+        (so :func:`mmclim.evaluation.metrics.compute_text_embeddings` embeds prompts with
+        either tower), never with a graph.
+
+        Args:
+            texts (List[str]): T texts; each is tokenised and truncated to the model's context.
+            normalize (bool): L2-normalise the embeddings. Defaults to True.
+            batch_size (int, optional): Texts per forward pass; None is the tower's
+                ``batch_size``. Defaults to None.
+            output (str): One of :data:`TEXT_OUTPUTS`. Defaults to ``'projection'``.
+
+        Returns:
+            Tensor: Shape (T, D) for ``'projection'``, (T, W) for ``'last_block'``, float32.
+        """
+        if not is_list_of(texts, str):
+            raise ValueError(f'texts: expected a list of str, got {texts!r}')
+        batch_size = self.batch_size if batch_size is None else batch_size
+        if batch_size < 1:
+            raise ValueError(f'batch_size: expected a positive int, got {batch_size}')
+        check_text_output(output)
+        device = self.clip.token_embedding.weight.device
+        embeddings = [self.clip.token_embedding.weight.new_zeros(0, self.output_dim(output))]
+        for start in range(0, len(texts), batch_size):
+            tokens = self.tokenizer(texts[start:start + batch_size]).to(device)
+            embeddings.append(
+                encode_text_tower(self.clip, self.clip.token_embedding(tokens),
+                                  text_pool_index(self.clip, tokens), output, normalize).float())
+        return torch.cat(embeddings)
+
     def forward(self, texts: List[str], output: str = 'projection') -> Tensor:
-        """L2-normalised text embeddings.
+        """L2-normalised text embeddings (:meth:`encode_text`).
 
         Args:
             texts (List[str]): T texts; each is tokenised and truncated to the model's context.
@@ -221,14 +255,4 @@ class CLIPTextEncoder(BaseModule):
             Tensor: Shape (T, D) for ``'projection'``, (T, W) for ``'last_block'``, float32,
             no graph.
         """
-        if not is_list_of(texts, str):
-            raise ValueError(f'texts: expected a list of str, got {texts!r}')
-        check_text_output(output)
-        device = self.clip.token_embedding.weight.device
-        embeddings = [self.clip.token_embedding.weight.new_zeros(0, self.output_dim(output))]
-        for start in range(0, len(texts), self.batch_size):
-            tokens = self.tokenizer(texts[start:start + self.batch_size]).to(device)
-            embeddings.append(
-                encode_text_tower(self.clip, self.clip.token_embedding(tokens),
-                                  text_pool_index(self.clip, tokens), output).float())
-        return torch.cat(embeddings)
+        return self.encode_text(texts, output=output)

@@ -17,6 +17,20 @@ DEFAULT_LOSS_CLS = dict(type='DeticSigmoidClassLoss', loss_weight=1.0)
 BASE_CLASS_WEIGHT = 1.0
 
 
+def detic_class_weight(novel_mask: Tensor, novel_class_weight: float) -> List[float]:
+    """The sigmoid loss's per-class weights: :data:`BASE_CLASS_WEIGHT` for the base classes,
+    ``novel_class_weight`` for the novel ones.
+
+    Args:
+        novel_mask (Tensor): Bool of shape (C,), True for the novel classes.
+        novel_class_weight (float): The novel classes' weight.
+
+    Returns:
+        List[float]: C weights.
+    """
+    return [novel_class_weight if novel else BASE_CLASS_WEIGHT for novel in novel_mask.tolist()]
+
+
 @MODELS.register_module()
 class DeticBBoxHead(ConvFCBBoxHead):
     """Detic's box head: mmdet's ``ConvFCBBoxHead`` with a sigmoid zero-shot classifier.
@@ -26,7 +40,8 @@ class DeticBBoxHead(ConvFCBBoxHead):
     fixed logit scale, learned training bias). The regression is class-agnostic. The
     classification loss is :class:`mmclim.models.losses.DeticSigmoidClassLoss` with per-class
     weights derived here from the split file: 1 for base classes and ``novel_class_weight`` for
-    novel ones (0: the official OV-COCO ``class_weight`` mask).
+    novel ones (0: the official OV-COCO ``class_weight`` mask, :func:`detic_class_weight`; kept
+    as ``novel_class_weight`` for :func:`mmclim.apis.set_vocabulary`).
 
     The two official heads are both this class:
 
@@ -80,10 +95,10 @@ class DeticBBoxHead(ConvFCBBoxHead):
         if len(novel_mask) != num_classes:
             raise ValueError(f'{name}.num_classes: {num_classes}, but {split_file} lists '
                              f'{len(novel_mask)} base and novel classes')
-        class_weight = [novel_class_weight if novel else BASE_CLASS_WEIGHT
-                        for novel in novel_mask.tolist()]
+        class_weight = detic_class_weight(novel_mask, novel_class_weight)
         super().__init__(num_classes=num_classes,
                          loss_cls=dict(loss_cls, class_weight=class_weight), **kwargs)
+        self.novel_class_weight = float(novel_class_weight)
         if not self.with_cls:
             raise ValueError(f'{name}.with_cls: expected True, got False')
         # Replaces the linear classifier ConvFCBBoxHead built.
