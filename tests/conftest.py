@@ -1,19 +1,26 @@
 # Copyright (c) mmclim contributors. All rights reserved.
+import argparse
 import contextlib
 import hashlib
 import importlib.util
 import io
 import json
+import logging
+import multiprocessing
 import os
 import socket
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence
 
 import pytest
 import torch
+from mmengine.logging import MessageHub, MMLogger
+from mmengine.registry import DefaultScope
+from mmengine.visualization import Visualizer
 
 from mmclim.datasets import generate_shape_captions, generate_shape_scenes
 from mmclim.models.backbones import OpenCLIPRegion
@@ -21,6 +28,8 @@ from mmclim.models.backbones import OpenCLIPRegion
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TOY_CONFIG = REPO_ROOT / 'configs' / 'toy' / 'retinanet_tiny_toy-shapes.py'
 
+
+JOIN_TIMEOUT_S = 120  # the longest a forked test process may run
 
 GPU_SKIP_REASON = 'needs a CUDA device: run on a GPU machine, tools/gpu/check.sh (docs/gpu.md)'
 
@@ -87,6 +96,98 @@ def assert_same_checkpoints(expected: Path, actual: Path) -> None:
         for name, value in state.items():
             assert torch.equal(torch.as_tensor(states[1][key][name]), torch.as_tensor(value)), \
                 f'{actual}: optimizer state {key}.{name} differs'
+
+
+def single_threaded_after_fork() -> None:
+    """Call first in a forked child: torch's CPU ops in one thread.
+
+    The pip wheels use GNU OpenMP, whose thread pool does not survive ``fork``: once the parent
+    has run a parallel region (any earlier test in the same pytest worker), a forked child's
+    next parallel region waits forever for threads that were not copied. One thread never
+    enters the pool.
+    """
+    torch.set_num_threads(1)
+
+
+def fork_process(target: Callable[..., Any], *args: Any,
+                 **kwargs: Any) -> multiprocessing.Process:
+    """Start ``target(*args, **kwargs)`` in a forked process (single-threaded, see
+    :func:`single_threaded_after_fork`) that exits 0, or 1 on an exception."""
+
+    def main() -> None:
+        single_threaded_after_fork()
+        code = 0
+        try:
+            target(*args, **kwargs)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        os._exit(code)
+
+    process = multiprocessing.get_context('fork').Process(target=main)
+    process.start()
+    return process
+
+
+def join_process(process: multiprocessing.Process) -> int:
+    """Wait for a forked process; fail the test if it runs longer than ``JOIN_TIMEOUT_S``.
+
+    Returns:
+        int: Its exit code (negative: killed by that signal).
+    """
+    process.join(JOIN_TIMEOUT_S)
+    if process.is_alive():
+        process.kill()
+        pytest.fail(f'process {process.pid} still ran after {JOIN_TIMEOUT_S} s')
+    return process.exitcode
+
+
+@contextlib.contextmanager
+def isolated_runner_globals() -> Iterator[None]:
+    """Forget the mmengine global instances that runners built inside create.
+
+    A runner makes its default scope, message hub, logger and visualizer the current ones; left
+    in place, the ``'mmengine'`` default scope of a toy run would make later tests build mmdet
+    models from the wrong registry.
+    """
+    classes = (DefaultScope, MessageHub, MMLogger, Visualizer)
+    before = {cls: set(cls._instance_dict) for cls in classes}
+    try:
+        yield
+    finally:
+        for cls in classes:
+            for name in set(cls._instance_dict) - before[cls]:
+                instance = cls._instance_dict.pop(name)
+                if isinstance(instance, logging.Logger):
+                    for handler in list(instance.handlers):
+                        handler.close()
+                        instance.removeHandler(handler)
+
+
+def train_in_forks(workspace: Path, args: Sequence[str], world_size: int = 1) -> None:
+    """``tools/train.py ARGS`` in ``workspace``, on ``world_size`` gloo ranks as
+    ``tools/dist_train.sh`` runs it, in forked copies of this process: the tool's own steps
+    (``load_config``, ``build_runner``) in one thread each, as the tools run under
+    ``OMP_NUM_THREADS=1``, without new interpreters importing mmdet again (about 10 s each)."""
+    from mmclim.engine import add_runner_args, build_runner, load_config
+    parser = argparse.ArgumentParser()
+    parser.add_argument('config')
+    add_runner_args(parser)
+    options = parser.parse_args(list(args))
+    port = free_port()
+
+    def train(rank: int) -> None:
+        os.chdir(workspace)
+        if world_size > 1:
+            os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
+                              MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+        launcher = 'pytorch' if world_size > 1 else 'none'
+        with isolated_runner_globals():
+            build_runner(load_config(options.config, options.cfg_options, options.work_dir,
+                                     launcher)).train()
+
+    processes = [fork_process(train, rank) for rank in range(world_size)]
+    assert [join_process(process) for process in processes] == [0] * world_size
 
 
 def free_port() -> int:

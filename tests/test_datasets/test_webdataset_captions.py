@@ -6,7 +6,6 @@ import copy
 import json
 import os
 import shutil
-import sys
 import tarfile
 from collections import Counter
 from pathlib import Path
@@ -17,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, free_port, load_tool
+from conftest import REPO_ROOT, fork_process, free_port, join_process, load_tool
 from mmdet.registry import DATASETS, MODELS
 from mmengine.config import Config
 from mmengine.model import BaseModel
@@ -31,7 +30,6 @@ import mmclim.datasets.webdataset_captions as wds_module
 from mmclim.datasets import BadImageError, WebDatasetCaptions, generate_shape_captions
 from mmclim.datasets.webdataset_captions import write_shard_index
 
-TOY_REGRESSION_DIR = REPO_ROOT / 'tests' / 'test_engine'
 CONFIGS = REPO_ROOT / 'configs' / 'clim'
 # The image loader of the CLIM configs (configs/clim/clim_vitb16_coco-caption.py, load_image).
 CLIM_LOADER = dict(type='LoadImageFromFile', imdecode_backend='pillow',
@@ -372,9 +370,6 @@ def _rank_main(shards: str, out: str, rank: int, port: int) -> None:
 
 
 def test_two_gloo_ranks_read_disjoint_shards(toy: Dict[str, Path], tmp_path: Path) -> None:
-    if str(TOY_REGRESSION_DIR) not in sys.path:  # as tests/test_engine's tests import it
-        sys.path.append(str(TOY_REGRESSION_DIR))
-    from toy_regression import fork_process, join_process
     port = free_port()
     outs = [tmp_path / f'rank{rank}.json' for rank in range(2)]
     processes = [fork_process(_rank_main, str(toy['shards']), str(outs[rank]), rank, port)

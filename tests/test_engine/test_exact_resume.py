@@ -17,12 +17,12 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 import torch
-from conftest import assert_same_checkpoints, free_port
+from conftest import (JOIN_TIMEOUT_S, assert_same_checkpoints, fork_process, free_port,
+                      isolated_runner_globals, join_process)
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 from mmengine.runner import Runner
-from toy_regression import (DIE_EXIT_CODE, JOIN_TIMEOUT_S, die_writing, fork_process,
-                            isolated_runner_globals, join_process, toy_config)
+from toy_regression import DIE_EXIT_CODE, die_writing, toy_config
 
 import mmclim  # noqa: F401  (installs the rank states and the default hooks)
 from mmclim.engine import (RANK_STATES_KEY, build_runner, safe_save_checkpoint,
@@ -36,6 +36,8 @@ BALLAST = 100_000  # float32s: 400 kB checkpoints
 # more to run: a slow machine cannot finish the run before the kill arrives.
 KILL_WITHIN = MAX_ITERS // 2
 WORLD_SIZE = 2
+# How the other ranks of a killed run end: killed, or failing first on the closed connection.
+PEER_DIED = (-signal.SIGKILL, 1)
 EPOCHS = 4  # of the epoch-based run
 
 
@@ -106,7 +108,9 @@ def _kill_at_random_moment(work_dir: Path, world_size: int, rng: random.Random) 
     time.sleep(rng.uniform(0.0, 0.05))  # into the next iteration, or its save
     for process in processes:
         os.kill(process.pid, signal.SIGKILL)
-    assert [join_process(p) for p in processes] == [-signal.SIGKILL] * world_size
+    codes = [join_process(p) for p in processes]
+    # A rank may see its peer's connection close and exit on its own before its signal lands.
+    assert codes[0] == -signal.SIGKILL and all(code in PEER_DIED for code in codes[1:]), codes
     return target
 
 
@@ -150,7 +154,7 @@ def test_a_kill_inside_a_save_then_resume_equals_the_uninterrupted_run(
     assert join_process(processes[0]) == DIE_EXIT_CODE
     for process in processes[1:]:
         os.kill(process.pid, signal.SIGKILL)
-        assert join_process(process) == -signal.SIGKILL
+        assert join_process(process) in PEER_DIED
     assert _saved_iter(tmp_path) == iteration - 1, f'killed writing iter_{iteration}.pth'
     _run(tmp_path, True, world_size)
     assert_same_checkpoints(uninterrupted[world_size], _final(tmp_path))

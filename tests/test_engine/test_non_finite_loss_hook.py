@@ -10,11 +10,11 @@ from typing import Any, Dict, Iterator, List
 
 import pytest
 import torch
-from conftest import free_port
+from conftest import free_port, isolated_runner_globals, single_threaded_after_fork
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 from mmengine.runner import Runner
-from toy_regression import NAN_TERM, isolated_runner_globals, single_threaded_after_fork, toy_config
+from toy_regression import NAN_TERM, toy_config
 
 import mmclim  # noqa: F401  (installs the default hooks)
 from mmclim.engine import NonFiniteLossError, NonFiniteLossHook, build_runner

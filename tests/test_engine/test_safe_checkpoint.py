@@ -17,11 +17,11 @@ from typing import Any, Dict, Iterator, List
 
 import pytest
 import torch
+from conftest import JOIN_TIMEOUT_S, fork_process, isolated_runner_globals, join_process
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 from mmengine.runner import Runner
-from toy_regression import (DIE_EXIT_CODE, JOIN_TIMEOUT_S, die_writing, fork_process,
-                            isolated_runner_globals, join_process, toy_config)
+from toy_regression import DIE_EXIT_CODE, die_writing, toy_config
 
 import mmclim  # noqa: F401  (installs the safe checkpoints)
 from mmclim.engine import ChecksumMismatchError, NonFiniteTensorError

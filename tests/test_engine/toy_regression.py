@@ -8,25 +8,19 @@ training step may use (Python's, numpy's and torch's, in the model and in the da
 keeps a per-rank queue of past outputs that its loss reads (as the caption losses do).
 """
 import builtins
-import contextlib
-import logging
 import math
-import multiprocessing
 import os
 import random
-import traceback
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
-import pytest
 import torch
 from mmengine.config import Config
 from mmengine.dist import get_rank
 from mmengine.evaluator import BaseMetric
-from mmengine.logging import MessageHub, MMLogger
+from mmengine.logging import MessageHub
 from mmengine.model import BaseModel
-from mmengine.registry import DATASETS, METRICS, MODELS, DefaultScope
-from mmengine.visualization import Visualizer
+from mmengine.registry import DATASETS, METRICS, MODELS
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
@@ -37,7 +31,6 @@ NUM_SAMPLES = 16
 NAN_TERM = 'loss_aux'  # the loss term that turns NaN at ToyRegressor.nan_iters
 QUEUE_SIZE = 8  # outputs queued by ToyRegressor(noise=True): two batches
 DIE_EXIT_CODE = 9  # the exit status of a process killed by die_writing
-JOIN_TIMEOUT_S = 120  # the longest a forked test process may run
 
 
 @MODELS.register_module(force=True)
@@ -170,72 +163,6 @@ def die_writing(name: str, occurrence: int) -> None:
         return opened
 
     builtins.open = dying_open
-
-
-def single_threaded_after_fork() -> None:
-    """Call first in a forked child: torch's CPU ops in one thread.
-
-    The pip wheels use GNU OpenMP, whose thread pool does not survive ``fork``: once the parent
-    has run a parallel region (any earlier test in the same pytest worker), a forked child's
-    next parallel region waits forever for threads that were not copied. One thread never
-    enters the pool.
-    """
-    torch.set_num_threads(1)
-
-
-def fork_process(target: Callable[..., Any], *args: Any,
-                 **kwargs: Any) -> multiprocessing.Process:
-    """Start ``target(*args, **kwargs)`` in a forked process (single-threaded, see
-    :func:`single_threaded_after_fork`) that exits 0, or 1 on an exception."""
-
-    def main() -> None:
-        single_threaded_after_fork()
-        code = 0
-        try:
-            target(*args, **kwargs)
-        except BaseException:
-            traceback.print_exc()
-            code = 1
-        os._exit(code)
-
-    process = multiprocessing.get_context('fork').Process(target=main)
-    process.start()
-    return process
-
-
-def join_process(process: multiprocessing.Process) -> int:
-    """Wait for a forked process; fail the test if it runs longer than ``JOIN_TIMEOUT_S``.
-
-    Returns:
-        int: Its exit code (negative: killed by that signal).
-    """
-    process.join(JOIN_TIMEOUT_S)
-    if process.is_alive():
-        process.kill()
-        pytest.fail(f'process {process.pid} still ran after {JOIN_TIMEOUT_S} s')
-    return process.exitcode
-
-
-@contextlib.contextmanager
-def isolated_runner_globals() -> Iterator[None]:
-    """Forget the mmengine global instances that runners built inside create.
-
-    A runner makes its default scope, message hub, logger and visualizer the current ones; left
-    in place, the ``'mmengine'`` default scope of a toy run would make later tests build mmdet
-    models from the wrong registry.
-    """
-    classes = (DefaultScope, MessageHub, MMLogger, Visualizer)
-    before = {cls: set(cls._instance_dict) for cls in classes}
-    try:
-        yield
-    finally:
-        for cls in classes:
-            for name in set(cls._instance_dict) - before[cls]:
-                instance = cls._instance_dict.pop(name)
-                if isinstance(instance, logging.Logger):
-                    for handler in list(instance.handlers):
-                        handler.close()
-                        instance.removeHandler(handler)
 
 
 def toy_config(work_dir: str, experiment_name: str, max_iters: int = 4, interval: int = 1,

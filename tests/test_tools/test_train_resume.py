@@ -15,7 +15,7 @@ from typing import List
 import pytest
 from conftest import (DIE_EXIT_CODE, REPO_ROOT, assert_intact, assert_same_checkpoints,
                       make_caption_workspace, python_tool, run_dying_while_writing, run_tool,
-                      toy_clim_options)
+                      toy_clim_options, train_in_forks)
 
 from mmclim.engine import RANK_STATES_KEY
 
@@ -45,7 +45,9 @@ def _train(workspace: Path, work_dir: Path, *extra: str) -> str:
 def test_a_kill_inside_a_save_then_resume_equals_the_uninterrupted_run_bitwise(
         caption_workspace: Path, tmp_path: Path) -> None:
     full = tmp_path / 'full'
-    _train(caption_workspace, full, 'default_hooks.checkpoint.max_keep_ckpts=-1')
+    # The reference: the same tool steps, forked from this process (bitwise the tool's run).
+    train_in_forks(caption_workspace,
+                   _train_args(full, 'default_hooks.checkpoint.max_keep_ckpts=-1'))
     assert len(assert_intact(full / f'iter_{MAX_ITERS}.pth')['meta'][RANK_STATES_KEY]) == 1
 
     # The shipped max_keep_ckpts=1: the save that dies is the one that would drop the previous.
