@@ -1,31 +1,23 @@
 # Copyright (c) mmclim contributors. All rights reserved.
 """Fine-tune CLIP with CLIM (paper section "Enhancing CLIP Model's Region Representation")."""
-from collections import OrderedDict, defaultdict
-from contextlib import contextmanager
-from typing import Dict, Iterator, List, Optional, Tuple, Union
+from collections import defaultdict
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from mmdet.registry import MODELS
-from mmengine.dist import all_reduce, get_world_size
-from mmengine.logging import print_log
-from mmengine.model import BaseModel
 from mmengine.structures import BaseDataElement
 from torch import Tensor
 
 from mmclim.models.losses import caption_ids_from_texts
 from mmclim.models.utils import batch_mosaic
-from mmclim.structures import Grid, MosaicPolicy, grid_cells, grid_size, load_class_embeddings
+from mmclim.structures import Grid, MosaicPolicy, grid_cells, grid_size
+from .clip_pretrainer import CLIPPretrainer
 
 TRAIN_MODES = ('clim', 'image')
-# CLIP clamps its learned temperature so that the logit scale stays at most 100 (the official
-# code clamps the parameter to [0, ln 100] after each step).
-MAX_LOGIT_SCALE = 100.0
 # The keys a pipeline mosaic (MosaicPseudoRegion) carries in its metainfo: one caption per pseudo
 # box, indexed by the box's label, and the grid it was drawn with.
 REGION_CAPTIONS_KEY = 'region_captions'
 MOSAIC_GRID_KEY = 'mosaic_grid'
-# The key of a single image's alternative captions (caption datasets), one drawn per step.
-CAPTIONS_KEY = 'captions'
 MOSAIC_INTERPOLATIONS = ('bilinear', 'bicubic')
 # Dense-map cells a mosaic cell must span per side. With one, a pseudo region's RoIAlign reads a
 # single feature (blurred into its neighbours), not a region; the paper's smallest cell, 4x4 on
@@ -34,7 +26,7 @@ MIN_CELL_FEATURES = 2
 
 
 @MODELS.register_module()
-class CLIMCLIP(BaseModel):
+class CLIMCLIP(CLIPPretrainer):
     """CLIP trained on image-caption pairs, with CLIM mosaics or image-level (the baseline).
 
     In ``mode='clim'`` the mosaics of each batch come from the :class:`MosaicPolicy` ``mosaic``
@@ -53,17 +45,8 @@ class CLIMCLIP(BaseModel):
     they come: box ``j`` of a canvas (``gt_instances.bboxes[j]``) meets
     ``metainfo['region_captions'][gt_instances.labels[j]]``.
 
-    At test time (``predict``) it classifies the ground-truth regions of each image zero-shot:
-    region features of ``gt_instances.bboxes``, or of ``gt_instances.masks`` (mask pooling) when
-    every sample has masks and ``use_masks``, against ``class_embeddings``, written to
-    ``pred_region_scores`` (N, C) for :class:`RegionClassificationMetric`.
-
-    **Weight ensembling.** With ``weight_ensemble=alpha`` the model keeps the original values of
-    its trainable parameters (from ``clip.pretrained``); :meth:`ensembled_weights` swaps in
-    ``alpha * trained + (1 - alpha) * original`` for evaluation, as the official code evaluates
-    and exports its models (alpha 0.7). :class:`mmclim.engine.WeightEnsembleHook` does it around
-    every validation and test epoch; ``tools/model_converters/clim_to_openclip.py`` exports the
-    same weights.
+    Evaluation (``predict``, zero-shot classification of ground-truth regions) and weight
+    ensembling are :class:`CLIPPretrainer`'s.
 
     Args:
         clip (dict): Config of an :class:`OpenCLIPRegion` (model name, local checkpoint,
@@ -103,7 +86,9 @@ class CLIMCLIP(BaseModel):
                  weight_ensemble: Optional[float] = None,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
-        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        super().__init__(clip, class_embeddings=class_embeddings, use_masks=use_masks,
+                         weight_ensemble=weight_ensemble, data_preprocessor=data_preprocessor,
+                         init_cfg=init_cfg)
         name = type(self).__name__
         if mode not in TRAIN_MODES:
             raise ValueError(f'{name}.mode: expected one of {TRAIN_MODES}, got {mode!r}')
@@ -114,7 +99,6 @@ class CLIMCLIP(BaseModel):
                 isinstance(canvas_size, int) and canvas_size > 0)):
             raise ValueError(f'{name}.canvas_size: expected None or a positive int, got '
                              f'{canvas_size!r}')
-        self.clip = MODELS.build(clip)
         self.loss_module = MODELS.build(loss or dict(type='CLIMCaptionLoss'))
         self.mode = mode
         self.mosaic = MosaicPolicy(**(mosaic or {}), field='model.mosaic')
@@ -122,23 +106,6 @@ class CLIMCLIP(BaseModel):
         self.mosaic_interpolation = mosaic_interpolation
         if canvas_size is not None:
             self._check_canvas(canvas_size)
-        self.class_embeddings_file = class_embeddings
-        self.use_masks = use_masks
-        embeddings = (torch.zeros(0, self.clip.embed_dim) if class_embeddings is None else
-                      load_class_embeddings(class_embeddings, model_name=self.clip.model_name,
-                                            embed_dim=self.clip.embed_dim,
-                                            field='model.class_embeddings'))
-        self.register_buffer('class_embeddings', embeddings, persistent=False)
-        self.weight_ensemble = self._check_weight_ensemble(weight_ensemble)
-        # The original values of the trained parameters, on the CPU and out of the state dict
-        # (they are the checkpoint clip.pretrained): what weight ensembling mixes back in.
-        self._original: Dict[str, Tensor] = {}
-        if self.weight_ensemble is not None:
-            self._original = {key: value.detach().cpu().clone()
-                              for key, value in self.clip.named_parameters()
-                              if value.requires_grad}
-        self._ensembled = False
-        self._warned_unensembled = False
 
     def _check_canvas(self, canvas_size: int) -> None:
         """Raise unless every cell of every grid on the canvas spans at least
@@ -166,72 +133,6 @@ class CLIMCLIP(BaseModel):
             f'at least {needed}, or remove '
             f'{[f"{grid[0]}x{grid[1]}" for _, grid, _, _ in too_small]} from '
             'model.mosaic.grid_choices')
-
-    def _check_weight_ensemble(self, alpha: Optional[float]) -> Optional[float]:
-        name = type(self).__name__
-        if alpha is None or alpha == 1:
-            return None
-        if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
-            raise ValueError(f'{name}.weight_ensemble: expected None or a weight in (0, 1], got '
-                             f'{alpha!r}')
-        if self.clip.pretrained is None:
-            raise ValueError(f'{name}.weight_ensemble={alpha} mixes the trained weights with the '
-                             'original ones, but model.clip.pretrained is None; set it to the '
-                             'original checkpoint or set weight_ensemble=None')
-        return float(alpha)
-
-    def forward(self,
-                inputs: Tensor,
-                data_samples: Optional[List[BaseDataElement]] = None,
-                mode: str = 'tensor') -> Union[Dict[str, Tensor], list, Tensor]:
-        """Dispatch to :meth:`loss`, :meth:`predict` or the dense features (``'tensor'``)."""
-        if mode == 'loss':
-            return self.loss(inputs, data_samples)
-        if mode == 'predict':
-            return self.predict(inputs, data_samples)
-        if mode == 'tensor':
-            return self.clip.dense_features(inputs)
-        raise ValueError(f'{type(self).__name__}.forward: unknown mode {mode!r}')
-
-    @property
-    def logit_scale(self) -> Tensor:
-        """CLIP's learned logit scale (already exponentiated), clamped as CLIP does."""
-        return self.clip.logit_scale.clamp(max=MAX_LOGIT_SCALE)
-
-    @contextmanager
-    def ensembled_weights(self) -> Iterator[None]:
-        """Within the block, the trained parameters hold ``alpha * trained + (1 - alpha) *
-        original`` (``alpha`` = ``weight_ensemble``); the trained values are restored after.
-        Without ``weight_ensemble`` it changes nothing."""
-        if not self._original or self._ensembled:
-            yield
-            return
-        params = dict(self.clip.named_parameters())
-        trained = {key: params[key].detach().clone() for key in self._original}
-        alpha = self.weight_ensemble
-        with torch.no_grad():
-            for key, original in self._original.items():
-                param = params[key]
-                param.mul_(alpha).add_(original.to(param), alpha=1 - alpha)
-        self._ensembled = True
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                for key, value in trained.items():
-                    params[key].copy_(value)
-            self._ensembled = False
-
-    def _draw_captions(self, data_samples: List[BaseDataElement]) -> List[str]:
-        captions = []
-        for index, sample in enumerate(data_samples):
-            options = sample.metainfo.get(CAPTIONS_KEY)
-            if not options or isinstance(options, str):
-                raise ValueError(f'{type(self).__name__}: data sample {index} '
-                                 f'({sample.metainfo.get("img_path", "?")}) has no list of '
-                                 f"captions; add 'captions' to PackDetInputs' meta_keys")
-            captions.append(options[int(torch.randint(len(options), (1, )))])
-        return captions
 
     def _mosaic_region_features(self, inputs: Tensor, grids: Tuple[Grid, ...],
                                 order: Tensor) -> Tuple[Tensor, Tensor]:
@@ -338,63 +239,3 @@ class CLIMCLIP(BaseModel):
         loss = self.loss_module(feats, texts[sources], self.logit_scale, caption_ids=ids[sources])
         return dict(loss_caption=loss, logit_scale=self.logit_scale.detach(),
                     num_regions=torch.tensor(float(num_regions), device=inputs.device))
-
-    def parse_losses(self, losses: Dict[str, Tensor]) -> Tuple[Tensor, Dict[str, Tensor]]:
-        """As ``BaseModel.parse_losses``, with the logged values averaged over ranks.
-
-        Each rank's ``loss_caption`` is its share of the loss of the whole global batch (see
-        :func:`contrastive_caption_loss`); their mean is that loss, so rank 0 logs the value a
-        single process with the global batch would. Only the logged copies are averaged; the
-        loss that is backpropagated stays the rank's own.
-        """
-        loss, log_vars = super().parse_losses(losses)
-        if get_world_size() > 1:
-            values = torch.stack([value.detach().float() for value in log_vars.values()])
-            all_reduce(values, op='mean')
-            log_vars = OrderedDict(zip(log_vars, values))
-        return loss, log_vars
-
-    @staticmethod
-    def _mask_tensor(masks, inputs: Tensor) -> Tensor:
-        """Bitmap masks (K, h, w) as a bool tensor padded to the batch's (K, H, W)."""
-        tensor = masks.to_tensor(dtype=torch.bool, device=inputs.device) if hasattr(
-            masks, 'to_tensor') else masks.to(device=inputs.device, dtype=torch.bool)
-        height, width = inputs.shape[-2:]
-        return torch.nn.functional.pad(tensor, (0, width - tensor.shape[-1],
-                                                0, height - tensor.shape[-2]))
-
-    def predict(self, inputs: Tensor,
-                data_samples: List[BaseDataElement]) -> List[BaseDataElement]:
-        """Zero-shot classification of every sample's ground-truth regions.
-
-        Args:
-            inputs (Tensor): Normalised images, (B, 3, H, W).
-            data_samples (list): B samples with ``gt_instances.bboxes`` (or ``masks``) in input
-                pixels.
-
-        Returns:
-            list: The samples, each with ``pred_region_scores`` (N_i, C): cosine similarities
-            of its N_i regions with the C class embeddings.
-        """
-        if self.class_embeddings.numel() == 0:
-            raise ValueError(f'{type(self).__name__}.predict needs class_embeddings (a .npy from '
-                             f'tools/generate_text_embeddings.py) in the model config')
-        if self._original and not self._ensembled and not self._warned_unensembled:
-            print_log(f'{type(self).__name__}: weight_ensemble={self.weight_ensemble} but '
-                      'predict runs on the trained weights; add WeightEnsembleHook to '
-                      'custom_hooks to evaluate the ensembled model', logger='current',
-                      level=30)
-            self._warned_unensembled = True
-        instances = [sample.gt_instances for sample in data_samples]
-        if self.use_masks and all('masks' in gt for gt in instances):
-            masks = [self._mask_tensor(gt.masks, inputs) for gt in instances]
-            feats = self.clip.mask_features(inputs, masks, normalize=True)
-            counts = [len(m) for m in masks]
-        else:
-            boxes = [getattr(gt.bboxes, 'tensor', gt.bboxes).to(inputs) for gt in instances]
-            feats = self.clip.region_features(inputs, boxes, normalize=True)
-            counts = [len(b) for b in boxes]
-        scores = (feats @ self.class_embeddings.t().to(feats)).split(counts)
-        for sample, sample_scores in zip(data_samples, scores):
-            sample.pred_region_scores = sample_scores
-        return data_samples
