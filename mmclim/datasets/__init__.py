@@ -3,6 +3,8 @@ from .bad_image import BadImageError
 from .caption_dataset import CaptionDataset
 from .cc3m_caption import CC3MCaptionDataset
 from .coco_caption_pair import CocoCaptionPairDataset
+from .concept_pool import (build_concept_pool, count_concepts, extract_concepts, select_concepts,
+                           write_concept_pool)
 from .ov_splits import OV_COCO_BASE_CLASSES, OV_COCO_CLASSES, OV_COCO_NOVEL_CLASSES
 from .samplers import ExactMultiSourceSampler
 from .toy_shapes import (TOY_NOVEL_CLASSES, TOY_UNSEEN_PROMPT_TEMPLATES, class_names,
@@ -12,10 +14,11 @@ from .transforms import (CachedMosaicPseudoRegion, CaptionPseudoBox, LoadPanopti
 from .webdataset_captions import WebDatasetCaptions
 
 __all__ = [
-    'BadImageError', 'CaptionDataset', 'CaptionPseudoBox', 'CC3MCaptionDataset',
-    'CocoCaptionPairDataset',
+    'BadImageError', 'build_concept_pool', 'CaptionDataset', 'CaptionPseudoBox',
+    'CC3MCaptionDataset', 'CocoCaptionPairDataset', 'count_concepts', 'extract_concepts',
     'class_names', 'ExactMultiSourceSampler', 'generate_shape_captions', 'generate_shape_scenes',
-    'MosaicPseudoRegion', 'CachedMosaicPseudoRegion', 'LoadPanopticRegions',
-    'OV_COCO_BASE_CLASSES', 'OV_COCO_CLASSES', 'OV_COCO_NOVEL_CLASSES', 'RandomResizedCrop',
-    'TOY_NOVEL_CLASSES', 'TOY_UNSEEN_PROMPT_TEMPLATES', 'WebDatasetCaptions', 'write_base_only'
+    'MosaicPseudoRegion', 'CachedMosaicPseudoRegion', 'LoadPanopticRegions', 'OV_COCO_BASE_CLASSES',
+    'OV_COCO_CLASSES', 'OV_COCO_NOVEL_CLASSES', 'RandomResizedCrop', 'select_concepts',
+    'TOY_NOVEL_CLASSES', 'TOY_UNSEEN_PROMPT_TEMPLATES', 'WebDatasetCaptions', 'write_base_only',
+    'write_concept_pool'
 ]

@@ -17,6 +17,11 @@ article.
   ``processed_name``) builds them for its region-classification class embeddings (CLIM,
   Table 5): the article from the name as given, the name with ``/`` read as "or", lower-cased
   and without trailing dots, and "This is " before every prompt that starts with "a" or "the".
+- ``'regionclip'``: the 81 prompts with which RegionCLIP (Zhong et al. 2022) embeds its concept
+  pool (official ``tools/extract_concept_features.py``): ``'{}.'`` and CLIP's 80 ImageNet
+  templates (Radford et al. 2021), whose embeddings are averaged per concept. Names are put in
+  as they are (the official code also drops commas and reads "+" as a space, which the concept
+  names of :mod:`mmclim.datasets.concept_pool` never hold).
 """
 from dataclasses import dataclass
 from string import Formatter
@@ -124,6 +129,95 @@ VILD_TEMPLATES = (
     'a painting of a {}.',
 )
 
+# RegionCLIP's concept prompts, in the order of microsoft/RegionCLIP
+# detectron2/data/datasets/clip_prompt_utils.py ``get_prompt_templates`` (used by
+# ``pre_tokenize`` in tools/extract_concept_features.py): the bare name with a full stop, then
+# the 80 ImageNet templates of CLIP (open_clip ``OPENAI_IMAGENET_TEMPLATES``) with
+# 'a photo of a {}.' moved to the front. "a origami" and "a embroidered" are CLIP's wording.
+REGIONCLIP_TEMPLATES = (
+    '{}.',
+    'a photo of a {}.',
+    'a bad photo of a {}.',
+    'a photo of many {}.',
+    'a sculpture of a {}.',
+    'a photo of the hard to see {}.',
+    'a low resolution photo of the {}.',
+    'a rendering of a {}.',
+    'graffiti of a {}.',
+    'a bad photo of the {}.',
+    'a cropped photo of the {}.',
+    'a tattoo of a {}.',
+    'the embroidered {}.',
+    'a photo of a hard to see {}.',
+    'a bright photo of a {}.',
+    'a photo of a clean {}.',
+    'a photo of a dirty {}.',
+    'a dark photo of the {}.',
+    'a drawing of a {}.',
+    'a photo of my {}.',
+    'the plastic {}.',
+    'a photo of the cool {}.',
+    'a close-up photo of a {}.',
+    'a black and white photo of the {}.',
+    'a painting of the {}.',
+    'a painting of a {}.',
+    'a pixelated photo of the {}.',
+    'a sculpture of the {}.',
+    'a bright photo of the {}.',
+    'a cropped photo of a {}.',
+    'a plastic {}.',
+    'a photo of the dirty {}.',
+    'a jpeg corrupted photo of a {}.',
+    'a blurry photo of the {}.',
+    'a photo of the {}.',
+    'a good photo of the {}.',
+    'a rendering of the {}.',
+    'a {} in a video game.',
+    'a photo of one {}.',
+    'a doodle of a {}.',
+    'a close-up photo of the {}.',
+    'the origami {}.',
+    'the {} in a video game.',
+    'a sketch of a {}.',
+    'a doodle of the {}.',
+    'a origami {}.',
+    'a low resolution photo of a {}.',
+    'the toy {}.',
+    'a rendition of the {}.',
+    'a photo of the clean {}.',
+    'a photo of a large {}.',
+    'a rendition of a {}.',
+    'a photo of a nice {}.',
+    'a photo of a weird {}.',
+    'a blurry photo of a {}.',
+    'a cartoon {}.',
+    'art of a {}.',
+    'a sketch of the {}.',
+    'a embroidered {}.',
+    'a pixelated photo of a {}.',
+    'itap of the {}.',
+    'a jpeg corrupted photo of the {}.',
+    'a good photo of a {}.',
+    'a plushie {}.',
+    'a photo of the nice {}.',
+    'a photo of the small {}.',
+    'a photo of the weird {}.',
+    'the cartoon {}.',
+    'art of the {}.',
+    'a drawing of the {}.',
+    'a photo of the large {}.',
+    'a black and white photo of a {}.',
+    'the plushie {}.',
+    'a dark photo of a {}.',
+    'itap of a {}.',
+    'graffiti of the {}.',
+    'a toy {}.',
+    'itap of my {}.',
+    'a photo of a cool {}.',
+    'a photo of a small {}.',
+    'a tattoo of the {}.',
+)
+
 
 def indefinite_article(name: str) -> str:
     """ViLD's article of a class name: ``'an'`` if its first character is a lower-case vowel.
@@ -213,6 +307,7 @@ PROMPT_SETS: Dict[str, PromptSet] = dict(
     detic=PromptSet(DETIC_TEMPLATES),
     ensemble=PromptSet(ENSEMBLE_TEMPLATES),
     vild=PromptSet(VILD_TEMPLATES, name_rule=vild_class_name, this_is_prefix=True),
+    regionclip=PromptSet(REGIONCLIP_TEMPLATES),
     # The toy data's zero-shot vocabulary in a wording its captions never use (tools/demo.sh).
     **{'toy-unseen': PromptSet(TOY_UNSEEN_PROMPT_TEMPLATES)})
 # The templates of each set (without their name rules): use :func:`get_prompt_set` to build
@@ -225,7 +320,8 @@ def get_prompt_set(name: str) -> PromptSet:
     """A named set of :data:`PROMPT_SETS`: its templates and name rules.
 
     Args:
-        name (str): ``'single'``, ``'detic'``, ``'ensemble'``, ``'vild'`` or ``'toy-unseen'``.
+        name (str): ``'single'``, ``'detic'``, ``'ensemble'``, ``'vild'``, ``'regionclip'`` or
+            ``'toy-unseen'``.
 
     Returns:
         PromptSet: The set.

@@ -79,8 +79,20 @@ def test_template_sets() -> None:
     for templates in PROMPT_TEMPLATES.values():
         assert all(template.count('{}') == 1 for template in templates)
     with pytest.raises(ValueError, match=r"template set: expected one of \['detic', 'ensemble', "
-                                         r"'single', 'toy-unseen', 'vild'\], got 'imagenet'"):
+                                         r"'regionclip', 'single', 'toy-unseen', 'vild'\], got "
+                                         r"'imagenet'"):
         get_prompt_templates('imagenet')
+
+
+def test_regionclip_templates_are_the_name_and_clips_80() -> None:
+    """RegionCLIP's 81 concept prompts: '{}.' then CLIP's 80 ImageNet templates, checked against
+    open_clip's copy of CLIP's list (an independent source)."""
+    from open_clip import OPENAI_IMAGENET_TEMPLATES
+    templates = get_prompt_templates('regionclip')
+    assert len(templates) == 81
+    assert templates[:2] == ('{}.', 'a photo of a {}.')
+    assert set(templates[1:]) == {template('{}') for template in OPENAI_IMAGENET_TEMPLATES}
+    assert get_prompt_set('regionclip').prompts('fire hydrant')[0] == 'fire hydrant.'
 
 
 def test_build_prompts_is_class_major() -> None:
