@@ -134,6 +134,12 @@ class OpenCLIPRegion(BaseModule):
         return self.clip.visual.output_dim
 
     @property
+    def native_size(self) -> Tuple[int, int]:
+        """(H, W) of the image tower's native input, what :meth:`encode_image` takes."""
+        image_size = self.clip.visual.image_size
+        return tuple(image_size) if isinstance(image_size, (tuple, list)) else (image_size, ) * 2
+
+    @property
     def logit_scale(self) -> Tensor:
         """CLIP's learned similarity scale, ``exp`` of the ``clip.logit_scale`` parameter."""
         return self.clip.logit_scale.exp()
@@ -371,8 +377,7 @@ class OpenCLIPRegion(BaseModule):
         Returns:
             Tensor: Shape (B, D).
         """
-        image_size = self.clip.visual.image_size
-        native = tuple(image_size) if isinstance(image_size, (tuple, list)) else (image_size, ) * 2
+        native = self.native_size
         if tuple(images.shape[-2:]) != native:
             raise ValueError(f'images: encode_image expects the native size {native} of '
                              f'{self.model_name!r}, got {tuple(images.shape[-2:])}; '

@@ -1,4 +1,6 @@
 # Copyright (c) mmclim contributors. All rights reserved.
 from .clim_clip import CLIMCLIP
+from .clip_pretrainer import CLIPPretrainer
+from .region_clip import RegionCLIP
 
-__all__ = ['CLIMCLIP']
+__all__ = ['CLIPPretrainer', 'CLIMCLIP', 'RegionCLIP']
