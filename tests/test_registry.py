@@ -9,7 +9,8 @@ EXPECTED = {
         'SimplePyramidFPN', 'NormRPNHead', 'TextEmbeddingClassifier', 'FVLMBBoxHead',
         'FVLMRoIHead', 'FVLM', 'CLIPTextEncoder', 'DeticBBoxHead', 'DeticRoIHead',
         'DeticCascadeRoIHead', 'CenterNetRPNHead', 'DeticDetector', 'DeticCaptionLoss',
-        'DeticTagLoss', 'DeticSigmoidClassLoss', 'MultiBranchDetDataPreprocessor'
+        'DeticTagLoss', 'DeticSigmoidClassLoss', 'MultiBranchDetDataPreprocessor', 'RegionCLIP',
+        'RegionConceptLoss', 'ConceptDistillLoss'
     ],
     'DATASETS': ['CocoCaptionPairDataset', 'CC3MCaptionDataset', 'WebDatasetCaptions'],
     'DATA_SAMPLERS': ['ExactMultiSourceSampler'],

@@ -25,6 +25,7 @@ Examples::
 """
 import argparse
 import sys
+from pathlib import Path
 from typing import List, Optional
 
 import torch
@@ -36,7 +37,8 @@ from mmclim.models.backbones.clip_text_paths import TEXT_OUTPUTS
 from mmclim.models.backbones.open_clip_region import DEFAULT_TEXT_BATCH_SIZE
 from mmclim.structures import save_class_embeddings
 from mmclim.structures.vocabulary import (DEFAULT_TEXT_OUTPUT, EMBEDDING_BACKGROUND_KEY,
-                                          EMBEDDING_SUFFIX, EMBEDDING_TEXT_OUTPUT_KEY)
+                                          EMBEDDING_SUFFIX, EMBEDDING_TEXT_OUTPUT_KEY,
+                                          sidecar_path)
 
 DEFAULT_MODEL = 'ViT-B-16-quickgelu'  # CLIM's main CLIP model (OpenAI ViT-B/16 weights)
 DEFAULT_TEMPLATE_SET = 'ensemble'
@@ -72,6 +74,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not args.out.endswith(EMBEDDING_SUFFIX):
         parser.error(f'--out: expected a path ending in {EMBEDDING_SUFFIX}, got {args.out!r}')
+    if Path(sidecar_path(args.out)).resolve() == Path(args.classes).with_suffix(
+            Path(sidecar_path(args.out)).suffix).resolve():
+        parser.error(f'--out: its sidecar {sidecar_path(args.out)} would overwrite the one of '
+                     f'{args.classes} (a concept pool\'s counts); give the .npy another name')
     return args
 
 

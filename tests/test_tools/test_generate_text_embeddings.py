@@ -170,6 +170,9 @@ def test_errors(tool: ModuleType, workspace: Path, tmp_path: Path,
     with pytest.raises(SystemExit):
         tool.main([str(workspace / 'names.txt'), '--text-output', 'attn12', '--out', out])
     assert "--text-output: invalid choice: 'attn12'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # names.npy's sidecar names.json is the pool's
+        tool.main([str(workspace / 'names.txt'), '--out', str(workspace / 'names.npy')])
+    assert "would overwrite the one of" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match='nowhere/ViT.pt'):
         tool.main([str(workspace / 'names.txt'), '--model', TINY_VIT, '--checkpoint',
                    str(tmp_path / 'nowhere' / 'ViT.pt'), '--out', out])

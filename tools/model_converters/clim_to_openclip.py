@@ -1,5 +1,6 @@
 # Copyright (c) mmclim contributors. All rights reserved.
-"""Turn a trained CLIMCLIP checkpoint into an OpenAI/open_clip-format CLIP state dict.
+"""Turn a trained CLIMCLIP or RegionCLIP checkpoint into an OpenAI/open_clip-format CLIP state
+dict (the trained student; a RegionCLIP teacher is left out).
 
 The output loads with ``OpenCLIPRegion(pretrained=OUT)`` (so detector configs can use it), with
 open_clip's ``load_checkpoint`` or with ``open_clip.create_model(name, pretrained=OUT)``.
@@ -29,7 +30,8 @@ import mmclim  # noqa: F401  (allow-lists mmengine checkpoint types)
 from mmclim.engine import assert_finite
 from mmclim.models.backbones import read_clip_state_dict
 
-# Where the open_clip model sits inside CLIMCLIP: CLIMCLIP.clip (OpenCLIPRegion).clip (CLIP).
+# Where the open_clip model sits inside CLIMCLIP and RegionCLIP: .clip (OpenCLIPRegion).clip
+# (CLIP).
 CLIP_PREFIX = 'clip.clip.'
 DTYPES = dict(fp16=torch.float16, fp32=torch.float32)
 

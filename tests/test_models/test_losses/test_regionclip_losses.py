@@ -65,3 +65,30 @@ def test_distillation_is_kl_from_teacher_to_student_per_region() -> None:
     assert same.item() == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(ValueError, match='teacher_probs'):
         concept_distillation_loss(regions, pool, teacher[:1])
+
+
+def _gathered_rank(rank: int, init_file: str, out_dir: str) -> None:
+    """Rank 0 holds region (1,0) of concept 0; rank 1 regions (0,1) and (1,0) of concepts 1, 0."""
+    import torch.distributed as dist
+    dist.init_process_group('gloo', init_method=f'file://{init_file}', rank=rank, world_size=2)
+    rows = ([[1.0, 0.0]], [0]) if rank == 0 else ([[0.0, 1.0], [1.0, 0.0]], [1, 0])
+    regions = torch.tensor(rows[0], dtype=torch.float64)
+    labels = torch.tensor(rows[1])
+    loss = region_concept_contrastive_loss(regions, regions.clone(), labels, 1.0, gather=True)
+    torch.save(loss, f'{out_dir}/rank{rank}.pt')
+    dist.destroy_process_group()
+
+
+def test_gathered_negatives_come_from_every_rank(tmp_path) -> None:
+    from conftest import fork_process, join_process
+    processes = [fork_process(_gathered_rank, rank, str(tmp_path / 'init'), str(tmp_path))
+                 for rank in range(2)]
+    assert [join_process(process) for process in processes] == [0, 0]
+    # The columns of both ranks: concepts (1,0), (0,1), (1,0) with labels 0, 1, 0, temperature 1.
+    # Rank 0: logits (1, 0, 1), positives 0 and 2. Rank 1: (0, 1, 0) with positive 1, and a row
+    # like rank 0's. Alone, rank 0's loss would be 0 (its one column is its positive).
+    row_0 = math.log(1 + 1 / (2 * math.e))
+    row_1 = math.log(1 + 2 / math.e)
+    assert torch.load(tmp_path / 'rank0.pt').item() == pytest.approx(row_0, rel=1e-9)
+    assert torch.load(tmp_path / 'rank1.pt').item() == pytest.approx((row_1 + row_0) / 2,
+                                                                     rel=1e-9)
