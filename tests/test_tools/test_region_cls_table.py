@@ -63,3 +63,22 @@ def test_gain_is_paired_within_each_run(tmp_path: Path) -> None:
     out = run_tool(python_tool('misc/region_cls_table.py', *demos), cwd=tmp_path).stdout
     gain = next(line for line in out.splitlines() if line.startswith('CLIM - image'))
     assert gain.split()[3:6] == ['10.67', '+-', '2.08']
+
+
+def test_regionclip_rows_join_when_every_run_has_them(tmp_path: Path) -> None:
+    # RegionCLIP-style Top-1 25 (seen) and 55 (unseen) beside CLIM's 30 and 60: gains of 5.
+    demos = [_demo_dir(tmp_path / f'seed{i}', 0.0) for i in range(2)]
+    for demo in demos:
+        _write_record(demo / 'regionclip-nouns', 25)
+        _write_record(demo / 'eval' / 'regionclip-nouns-unseen', 55)
+    out = run_tool(python_tool('misc/region_cls_table.py', *map(str, demos)),
+                   cwd=tmp_path).stdout
+    rows = [line.split() for line in out.splitlines() if line.startswith('+RegionCLIP')]
+    assert [row[1] for row in rows] == ['25.00', '55.00']
+    gains = [line.split()[3] for line in out.splitlines() if line.startswith('CLIM - RC ')]
+    assert gains == ['5.00', '5.00']
+    # One run without it: the rows are left out rather than averaged over fewer runs.
+    third = _demo_dir(tmp_path / 'seed2', 0.0)
+    out = run_tool(python_tool('misc/region_cls_table.py', *map(str, demos + [third])),
+                   cwd=tmp_path).stdout
+    assert 'RegionCLIP' not in out and 'CLIM - RC' not in out

@@ -6,9 +6,13 @@ caption wording) and unseen (prompt templates the text tower never saw), the wor
 evaluation, whose newest json record with ``region_cls/top1`` is read: ``eval/<run>-<vocabulary>/``
 (``tools/test.py``), except for the continuations with the seen vocabulary, which their own
 training run evaluates at its end (``<run>/``).
+The RegionCLIP-style continuations of ``tools/misc/regionclip_toy_seeds.sh``
+(``regionclip-<pool>/``, ``eval/regionclip-<pool>-unseen/``) join the table when every folder
+has them.
 With several folders (e.g. three seeds) every cell is the mean and the sample standard
-deviation over them. The last row of each vocabulary is CLIM's gain over the image-level
-continuation, taken within each folder (the two start from the same baseline) before averaging.
+deviation over them. The last rows of each vocabulary are CLIM's gain over the image-level
+continuation (and over each RegionCLIP one), taken within each folder (they start from the
+same baseline) before averaging.
 
 Usage: python tools/misc/region_cls_table.py work_dirs/demo [work_dirs/demo_seed1 ...]
 """
@@ -19,6 +23,11 @@ from pathlib import Path
 from typing import Dict, List
 
 RUNS = (('baseline', 'baseline'), ('image', '+image-level'), ('clim', '+CLIM'))
+# Runs shown when every folder has them: RegionCLIP-style, by concept pool.
+OPTIONAL_RUNS = (('regionclip-nouns', '+RegionCLIP'), ('regionclip-phrases', '+RC phrases'))
+# The runs CLIM's gain is shown over, with the row's label.
+GAIN_ROWS = {'image': 'CLIM - image', 'regionclip-nouns': 'CLIM - RC',
+             'regionclip-phrases': 'CLIM - RC phr.'}
 VOCABULARIES = ('seen', 'unseen')
 METRICS = ('top1', 'top5', 'mean_top1', 'mean_top5')
 PREFIX = 'region_cls/'
@@ -69,13 +78,18 @@ def main() -> None:
         print(header)
         print('-' * len(header))
         values = {}  # run -> metric -> one value per demo folder
-        for run, name in RUNS:
+        runs = RUNS + tuple((run, name) for run, name in OPTIONAL_RUNS
+                            if all((d / run).is_dir() for d in args.demo_dirs))
+        for run, name in runs:
             records = [last_record(record_dir(d, run, vocabulary)) for d in args.demo_dirs]
             values[run] = {m: [r[PREFIX + m] for r in records] for m in METRICS}
             print(f'{name:16s}' + ''.join(f'{cell(values[run][m]):>{width}s}' for m in METRICS))
-        gains = {m: [c - i for c, i in zip(values['clim'][m], values['image'][m])]
-                 for m in METRICS}
-        print(f'{"CLIM - image":16s}' + ''.join(f'{cell(gains[m]):>{width}s}' for m in METRICS))
+        for run, label in GAIN_ROWS.items():
+            if run in values:
+                gains = {m: [c - i for c, i in zip(values['clim'][m], values[run][m])]
+                         for m in METRICS}
+                print(f'{label:16s}' + ''.join(f'{cell(gains[m]):>{width}s}'
+                                               for m in METRICS))
 
 
 if __name__ == '__main__':

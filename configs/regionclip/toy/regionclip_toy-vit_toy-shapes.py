@@ -14,7 +14,7 @@ model = dict(
     # The teacher (None) is the student's starting CLIP, frozen. The concept pool: the nouns of
     # the toy captions (tools/dataset_converters/extract_concepts.py), embedded by the baseline's
     # text tower with RegionCLIP's templates.
-    concept_pool='work_dirs/demo/embeddings/toy_concepts.npy',
+    concept_pool='work_dirs/demo/embeddings/toy_concepts_nouns_embeddings.npy',
     rpn=dict(
         config='configs/regionclip/toy/rpn_r18-fpn_toy-shapes-base.py',
         checkpoint='work_dirs/demo/rpn/iter_600.pth',
