@@ -2,7 +2,8 @@
 # The toy comparison of RegionCLIP-style and CLIM-style pre-training, over training seeds. For each
 # seed N, in the tools/demo.sh folder WORK_ROOT/seed<N> (made first, as tools/misc/clim_toy_seeds.sh
 # makes it, when it has no CLIM run yet), from the image-level baseline that CLIM continued:
-#   1. train the toy class-agnostic RPN on the base boxes of the toy scenes (seed N);
+#   1. train the toy class-agnostic RPN on the base boxes of the toy scenes (seed N), unless the
+#      folder has one;
 #   2. build the concept pool from the toy captions: for each POOL, the nouns ('nouns',
 #      RegionCLIP's rule) or the nouns with their adjectives ('phrases'), seen >= 100 times, embedded
 #      by the baseline's (frozen) text tower in the caption wording, as the class names are;
@@ -27,8 +28,8 @@ for seed in $SEEDS; do
     dir=$WORK_ROOT/seed$seed
     [ -f "$dir/clim/last_checkpoint" ] || SEED=$seed bash tools/demo.sh "$dir"
     baseline=$dir/baseline/clip_openclip.pt
-    "$PY" tools/train.py $CONFIGS/rpn_r18-fpn_toy-shapes-base.py --work-dir "$dir/rpn" \
-        --cfg-options randomness.seed="$seed"
+    [ -f "$dir/rpn/last_checkpoint" ] || "$PY" tools/train.py \
+        $CONFIGS/rpn_r18-fpn_toy-shapes-base.py --work-dir "$dir/rpn" --cfg-options randomness.seed="$seed"
     for pool in $POOLS; do
         concepts=$dir/embeddings/toy_concepts_$pool
         flags=()

@@ -15,12 +15,9 @@ model = dict(
     # the toy captions (tools/dataset_converters/extract_concepts.py), embedded by the baseline's
     # text tower with RegionCLIP's templates.
     concept_pool='work_dirs/demo/embeddings/toy_concepts_nouns_embeddings.npy',
-    rpn=dict(
+    rpn=dict(  # RegionCLIP's proposals: the model's default test_cfg
         config='configs/regionclip/toy/rpn_r18-fpn_toy-shapes-base.py',
-        checkpoint='work_dirs/demo/rpn/iter_600.pth',
-        # RegionCLIP's proposals (regionclip_vitb16_coco-caption.py)
-        test_cfg=dict(nms_pre=1000, max_per_img=300, nms=dict(type='nms', iou_threshold=0.5),
-                      min_bbox_size=0)),
+        checkpoint='work_dirs/demo/rpn/iter_600.pth'),
     # RegionCLIP draws 100 proposals from each of 3 images per GPU, 300 regions a step; the toy
     # step has 64 one-shape images of 64 px: 5 each make 320.
     num_proposals=5,

@@ -63,15 +63,8 @@ class CLIMCLIP(CLIPPretrainer):
             max(rows, cols) * 2 * clip.stride``). Defaults to None.
         mosaic_interpolation (str): How images are resized into their cells, ``'bicubic'`` (the
             official code) or ``'bilinear'``. Defaults to ``'bicubic'``.
-        class_embeddings (str, optional): ``.npy`` of (C, D) class-name text embeddings from
-            ``tools/generate_text_embeddings.py``, needed by ``predict`` only. Defaults to None.
-        use_masks (bool): In ``predict``, pool ground-truth masks instead of boxes when the
-            samples have them. Defaults to True.
-        weight_ensemble (float, optional): The weight alpha of the trained parameters in the
-            evaluated and exported model, in (0, 1]; None or 1 evaluates the trained weights.
-            Defaults to None.
-        data_preprocessor (dict, optional): Normalises and batches the images. Defaults to None.
-        init_cfg (dict, optional): Initialisation config. Defaults to None.
+        class_embeddings, use_masks, weight_ensemble, data_preprocessor, init_cfg: See
+            :class:`CLIPPretrainer`.
     """
 
     def __init__(self,

@@ -29,8 +29,13 @@ TEACHER_REGION_MODES = ('roi', 'crop')
 # token, not a pooled region.
 IMAGE_FEATURE_MODES = ('region', 'global')
 # microsoft/RegionCLIP configs/pretrain/RegionCLIP_RN50.yaml MODEL.CLIP.PRETRAIN_SAMPLE_REGIONS:
-# the proposals drawn at random per image from the RPN's (300 after NMS 0.5).
+# the proposals drawn at random per image from the RPN's.
 SAMPLED_PROPOSALS = 100
+# RegionCLIP's RPN settings (its RPN always runs in eval mode): PRE_NMS_TOPK_TEST 1000 per level
+# (Base-RCNN-FPN.yaml), OFFLINE_RPN_NMS_THRESH 0.5 and PRETRAIN_RPN_REGIONS 300 (RN50.yaml), no
+# minimum size nor score threshold; the defaults of the ``rpn.test_cfg`` a config leaves out.
+REGIONCLIP_PROPOSALS = dict(nms_pre=1000, max_per_img=300,
+                            nms=dict(type='nms', iou_threshold=0.5), min_bbox_size=0)
 
 
 @MODELS.register_module()
@@ -64,8 +69,9 @@ class RegionCLIP(CLIPPretrainer):
             (``tools/dataset_converters/extract_concepts.py``, then
             ``tools/generate_text_embeddings.py`` with the teacher's tower), checked against the
             teacher's model name and embedding size.
-        rpn (dict): :class:`FrozenProposalNetwork` arguments: ``config``, ``checkpoint`` and
-            ``test_cfg`` (RegionCLIP: 1000 per level before NMS 0.5, 300 after).
+        rpn (dict): :class:`FrozenProposalNetwork` arguments: ``config`` (a path, relative to
+            the working directory as every path of a config), ``checkpoint`` and ``test_cfg``
+            (defaults to :data:`REGIONCLIP_PROPOSALS`: 1000 per level before NMS 0.5, 300 after).
         teacher (dict, optional): The frozen teacher :class:`OpenCLIPRegion`. None: the
             student's config, wholly frozen (RegionCLIP's teacher is the CLIP the student starts
             from). Defaults to None.
@@ -142,6 +148,8 @@ class RegionCLIP(CLIPPretrainer):
             load_class_embeddings(concept_pool, model_name=self.teacher.model_name,
                                   embed_dim=self.teacher.embed_dim, field='model.concept_pool'),
             persistent=False)
+        rpn = dict(rpn)
+        rpn.setdefault('test_cfg', REGIONCLIP_PROPOSALS)
         self.rpn = FrozenProposalNetwork(**rpn, field='model.rpn')
         self.num_proposals = num_proposals
         self.teacher_regions = teacher_regions
