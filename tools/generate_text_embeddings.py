@@ -37,8 +37,7 @@ from mmclim.models.backbones.clip_text_paths import TEXT_OUTPUTS
 from mmclim.models.backbones.open_clip_region import DEFAULT_TEXT_BATCH_SIZE
 from mmclim.structures import save_class_embeddings
 from mmclim.structures.vocabulary import (DEFAULT_TEXT_OUTPUT, EMBEDDING_BACKGROUND_KEY,
-                                          EMBEDDING_SUFFIX, EMBEDDING_TEXT_OUTPUT_KEY,
-                                          sidecar_path)
+                                          EMBEDDING_SUFFIX, EMBEDDING_TEXT_OUTPUT_KEY, sidecar_path)
 
 DEFAULT_MODEL = 'ViT-B-16-quickgelu'  # CLIM's main CLIP model (OpenAI ViT-B/16 weights)
 DEFAULT_TEMPLATE_SET = 'ensemble'
