@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Optional
 
 import pytest
-from conftest import (REPO_ROOT, assert_same_checkpoints, make_caption_workspace, python_tool,
-                      run_tool, toy_clim_options, train_in_forks)
+from conftest import (REPO_ROOT, assert_same_checkpoints, make_caption_workspace, run_tool,
+                      toy_clim_options, train_in_forks)
 
 TOY_CLIM = REPO_ROOT / 'configs' / 'clim' / 'clim_toy-vit_toy-shapes.py'
 TOY_IMAGE = REPO_ROOT / 'configs' / 'clim' / 'clip-image_toy-vit_toy-shapes.py'
@@ -43,13 +43,16 @@ def _dist_train(config: Path, workspace: Path, work_dir: Path, *options: str) ->
 
 @pytest.mark.slow
 def test_rank0_logs_the_global_batch_loss(caption_workspace: Path, tmp_path: Path) -> None:
+    """The tool's steps on one process with the global batch and on two with half each, forked
+    from this process (tools/dist_train.sh itself is tested in test_dist_train.py)."""
     # The whole image at every draw (area and ratio 1): the processes' crops cannot differ.
     whole = ['train_dataloader.dataset.pipeline.1.scale=(1.0,1.0)',
              'train_dataloader.dataset.pipeline.1.ratio=(1.0,1.0)']
-    run_tool(python_tool('train.py', str(TOY_IMAGE), '--work-dir', str(tmp_path / 'single'),
-                         *_options(batch_size=GLOBAL_BATCH), *whole), cwd=caption_workspace)
-    _dist_train(TOY_IMAGE, caption_workspace, tmp_path / 'dist',
-                *_options(batch_size=GLOBAL_BATCH // 2), *whole)
+    train_in_forks(caption_workspace, [str(TOY_IMAGE), '--work-dir', str(tmp_path / 'single'),
+                                       *_options(batch_size=GLOBAL_BATCH), *whole])
+    train_in_forks(caption_workspace, [str(TOY_IMAGE), '--work-dir', str(tmp_path / 'dist'),
+                                       *_options(batch_size=GLOBAL_BATCH // 2), *whole],
+                   world_size=2)
     single, dist = _first_loss(tmp_path / 'single'), _first_loss(tmp_path / 'dist')
     assert single > 0 and abs(single - dist) < 2e-4, (single, dist)
 
