@@ -73,8 +73,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not args.out.endswith(EMBEDDING_SUFFIX):
         parser.error(f'--out: expected a path ending in {EMBEDDING_SUFFIX}, got {args.out!r}')
-    if Path(sidecar_path(args.out)).resolve() == Path(args.classes).with_suffix(
-            Path(sidecar_path(args.out)).suffix).resolve():
+    sidecar = Path(sidecar_path(args.out))
+    if sidecar.resolve() == Path(args.classes).with_suffix(sidecar.suffix).resolve():
         parser.error(f'--out: its sidecar {sidecar_path(args.out)} would overwrite the one of '
                      f'{args.classes} (a concept pool\'s counts); give the .npy another name')
     return args
